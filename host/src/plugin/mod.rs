@@ -1,0 +1,1 @@
+//! Loading and calling handler plugins.
