@@ -1,0 +1,179 @@
+//! The `ingest` component: polls the metrics API and hands each response on.
+//!
+//! Ingest asks for the next response only once the dispatch queue has room
+//! for it, so polling follows the pace of the handlers. A failed poll is
+//! never fatal: it is counted under its outcome, logged once per change of
+//! outcome, and retried after a backoff (or after the server's
+//! `Retry-After`).
+
+pub mod decode;
+mod source;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use self::decode::{Decoded, Kind, Payload, Value};
+pub use self::source::{PollError, Secret, Source, SourceConfig};
+use crate::backoff::{Backoff, BackoffSettings};
+use crate::engine::Context;
+use crate::ledger::{Ledger, UNTYPED};
+
+/// One decoded response, on its way to dispatch.
+#[derive(Debug)]
+pub struct Response {
+    /// Its entries.
+    pub decoded: Decoded,
+    /// When the response was received.
+    pub received_at: Instant,
+}
+
+/// Settings of the poll loop.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Where and how to poll.
+    pub source: SourceConfig,
+    /// Delays between failed polls.
+    pub retry: BackoffSettings,
+    /// The shortest time from the start of one poll to the start of the next.
+    pub min_interval: Duration,
+}
+
+/// What outlives any one run of ingest: its settings, queue and counters.
+pub struct Ingest {
+    config: IngestConfig,
+    source: Source,
+    queue: mpsc::Sender<Response>,
+    ledger: Arc<Ledger>,
+    stats: Mutex<Stats>,
+}
+
+/// Counters of the ingest component, shown in its report.
+#[derive(Debug, Default, Serialize)]
+struct Stats {
+    /// Polls by outcome (`ok`, `unauthorized`, `timeout`, ...).
+    polls: BTreeMap<&'static str, u64>,
+    /// Entries received in successful polls.
+    entries: u64,
+    /// Failed polls since the last success.
+    consecutive_failures: u32,
+    /// The last failure, if the last poll failed.
+    last_error: Option<String>,
+    /// The delay before the next poll after a failure, in milliseconds.
+    retry_in_ms: Option<u128>,
+    /// When the last poll ended.
+    #[serde(serialize_with = "rfc3339_opt")]
+    last_poll_at: Option<SystemTime>,
+}
+
+fn rfc3339_opt<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => s.collect_str(&humantime::format_rfc3339_millis(*at)),
+        None => s.serialize_none(),
+    }
+}
+
+impl Ingest {
+    /// Builds the ingest side of the pipeline. Fails on invalid settings.
+    pub fn new(
+        config: IngestConfig,
+        queue: mpsc::Sender<Response>,
+        ledger: Arc<Ledger>,
+    ) -> anyhow::Result<Ingest> {
+        config.retry.validate().context("invalid retry backoff")?;
+        let source = Source::new(&config.source)?;
+        Ok(Ingest { config, source, queue, ledger, stats: Mutex::default() })
+    }
+
+    /// The component's report.
+    pub fn report(&self) -> serde_json::Value {
+        let mut report = serde_json::to_value(&*self.stats()).unwrap_or_default();
+        report["source"] = self.source.url().as_str().into();
+        report["queue"] = serde_json::json!({
+            "capacity": self.queue.max_capacity(),
+            "depth": self.queue.max_capacity() - self.queue.capacity(),
+        });
+        report
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        crate::lock(&self.stats)
+    }
+
+    /// Runs the poll loop until cancelled. Cancel-safe: a response is counted
+    /// and handed on in one step, or not at all.
+    pub async fn run(self: Arc<Self>, ctx: Context) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new(self.config.retry)?;
+        let mut next_poll = tokio::time::Instant::now();
+        let mut failing: Option<&'static str> = None;
+        tracing::info!(source = %self.source.url(), run = ctx.run(), "polling");
+        loop {
+            // Ask for room first: the next poll waits for the pipeline.
+            let permit = self.queue.reserve().await.context("the dispatch queue is closed")?;
+            tokio::time::sleep_until(next_poll).await;
+            let started = tokio::time::Instant::now();
+            // Pace from when this poll started: a stall is not caught up on.
+            next_poll = started + self.config.min_interval;
+            let result = self.source.poll().await;
+            let mut stats = self.stats();
+            stats.last_poll_at = Some(SystemTime::now());
+            match result {
+                Ok(decoded) => {
+                    *stats.polls.entry("ok").or_default() += 1;
+                    stats.entries += decoded.len() as u64;
+                    stats.consecutive_failures = 0;
+                    stats.last_error = None;
+                    stats.retry_in_ms = None;
+                    drop(stats);
+                    if let Some(outcome) = failing.take() {
+                        tracing::info!(after = outcome, "polls succeed again");
+                    }
+                    backoff.reset();
+                    self.ledger.received(received_counts(&decoded));
+                    permit.send(Response { decoded, received_at: Instant::now() });
+                }
+                Err(err) => {
+                    let outcome = err.label();
+                    *stats.polls.entry(outcome).or_default() += 1;
+                    stats.consecutive_failures += 1;
+                    stats.last_error = Some(err.to_string());
+                    let delay = match &err {
+                        PollError::Unauthorized => backoff.max(),
+                        PollError::RateLimited { retry_after: Some(after), .. } => *after,
+                        _ => backoff.next_delay(),
+                    };
+                    stats.retry_in_ms = Some(delay.as_millis());
+                    drop(stats);
+                    // One line per change of outcome; repeats go to DEBUG.
+                    if failing != Some(outcome) {
+                        failing = Some(outcome);
+                        if matches!(err, PollError::Unauthorized) {
+                            tracing::error!(error = %err, retry_in = ?delay, "poll failed");
+                        } else {
+                            tracing::warn!(error = %err, retry_in = ?delay, "poll failed");
+                        }
+                    } else {
+                        tracing::debug!(error = %err, retry_in = ?delay, "poll failed again");
+                    }
+                    next_poll = next_poll.max(tokio::time::Instant::now() + delay);
+                }
+            }
+        }
+    }
+}
+
+/// Entries of a response by type, as they enter the pipeline.
+fn received_counts(decoded: &Decoded) -> Vec<(&str, u64)> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for payload in &decoded.payloads {
+        *counts.entry(payload.kind.as_str()).or_default() += 1;
+    }
+    for bad in &decoded.rejected {
+        *counts.entry(bad.kind.as_ref().map_or(UNTYPED, Kind::as_str)).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
