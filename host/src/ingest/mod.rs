@@ -8,6 +8,8 @@
 
 pub mod decode;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -43,10 +45,29 @@ pub struct IngestConfig {
     pub min_interval: Duration,
 }
 
+/// Where responses come from: the HTTP [`Source`], or a fake in tests.
+pub trait Poll: Send + Sync + 'static {
+    /// Polls once. Must be cancel-safe.
+    fn poll(&self) -> impl Future<Output = Result<Decoded, PollError>> + Send;
+
+    /// Names what is polled, for logs and reports.
+    fn describe(&self) -> String;
+}
+
+impl Poll for Source {
+    async fn poll(&self) -> Result<Decoded, PollError> {
+        Source::poll(self).await
+    }
+
+    fn describe(&self) -> String {
+        self.url().to_string()
+    }
+}
+
 /// What outlives any one run of ingest: its settings, queue and counters.
-pub struct Ingest {
+pub struct Ingest<S = Source> {
     config: IngestConfig,
-    source: Source,
+    source: S,
     queue: mpsc::Sender<Response>,
     ledger: Arc<Ledger>,
     stats: Mutex<Stats>,
@@ -77,22 +98,34 @@ fn rfc3339_opt<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S:
     }
 }
 
-impl Ingest {
+impl Ingest<Source> {
     /// Builds the ingest side of the pipeline. Fails on invalid settings.
     pub fn new(
         config: IngestConfig,
         queue: mpsc::Sender<Response>,
         ledger: Arc<Ledger>,
     ) -> anyhow::Result<Ingest> {
-        config.retry.validate().context("invalid retry backoff")?;
         let source = Source::new(&config.source)?;
+        Ingest::with_source(config, source, queue, ledger)
+    }
+}
+
+impl<S: Poll> Ingest<S> {
+    /// Builds ingest over another source of responses.
+    pub fn with_source(
+        config: IngestConfig,
+        source: S,
+        queue: mpsc::Sender<Response>,
+        ledger: Arc<Ledger>,
+    ) -> anyhow::Result<Ingest<S>> {
+        config.retry.validate().context("invalid retry backoff")?;
         Ok(Ingest { config, source, queue, ledger, stats: Mutex::default() })
     }
 
     /// The component's report.
     pub fn report(&self) -> serde_json::Value {
         let mut report = serde_json::to_value(&*self.stats()).unwrap_or_default();
-        report["source"] = self.source.url().as_str().into();
+        report["source"] = self.source.describe().into();
         report["queue"] = serde_json::json!({
             "capacity": self.queue.max_capacity(),
             "depth": self.queue.max_capacity() - self.queue.capacity(),
@@ -110,7 +143,7 @@ impl Ingest {
         let mut backoff = Backoff::new(self.config.retry)?;
         let mut next_poll = tokio::time::Instant::now();
         let mut failing: Option<&'static str> = None;
-        tracing::info!(source = %self.source.url(), run = ctx.run(), "polling");
+        tracing::info!(source = %self.source.describe(), run = ctx.run(), "polling");
         loop {
             // Ask for room first: the next poll waits for the pipeline.
             let permit = self.queue.reserve().await.context("the dispatch queue is closed")?;
@@ -133,8 +166,11 @@ impl Ingest {
                         tracing::info!(after = outcome, "polls succeed again");
                     }
                     backoff.reset();
-                    self.ledger.received(received_counts(&decoded));
-                    permit.send(Response { decoded, received_at: Instant::now() });
+                    // An empty answer is normal, and takes no room downstream.
+                    if !decoded.is_empty() {
+                        self.ledger.received(received_counts(&decoded));
+                        permit.send(Response { decoded, received_at: Instant::now() });
+                    }
                 }
                 Err(err) => {
                     let outcome = err.label();
@@ -143,7 +179,10 @@ impl Ingest {
                     stats.last_error = Some(err.to_string());
                     let delay = match &err {
                         PollError::Unauthorized => backoff.max(),
-                        PollError::RateLimited { retry_after: Some(after), .. } => *after,
+                        // The server's word, within our own bounds.
+                        PollError::RateLimited { retry_after: Some(after), .. } => {
+                            (*after).clamp(self.config.retry.min, self.config.retry.max)
+                        }
                         _ => backoff.next_delay(),
                     };
                     stats.retry_in_ms = Some(delay.as_millis());

@@ -1,1 +1,37 @@
-//! Loading and calling handler plugins.
+//! Loading and calling handler plugins: sandboxed WebAssembly components
+//! that implement the `sluice:plugin/plugin` world of `wit/plugin.wit`.
+//!
+//! - [`Runtime`] compiles components and [`Runtime::load`]s them as
+//!   [`Plugin`]s, after checking them against the world and reading their
+//!   metadata; [`LoadError`] says why one could not be loaded.
+//! - [`Plugin::instantiate`] gives an [`Instance`], a sandbox with a store
+//!   of its own, through which the host calls `apply` and `render`;
+//!   [`CallError`] says how a call failed, and whether the instance died.
+//! - [`bundled`] lists the plugins embedded in the host.
+//!
+//! A handler is a pure function over its aggregate: the host owns the
+//! aggregate's bytes and passes them in with every call, so a call that
+//! fails changes nothing and a fresh instance carries on from the same
+//! state.
+
+mod bindings;
+mod bundled;
+mod error;
+mod limits;
+mod runtime;
+mod sandbox;
+
+#[cfg(test)]
+mod tests;
+
+pub use bundled::{BUNDLED_DIR, BundledPlugin, bundled};
+pub use error::{CallError, LoadError};
+pub use limits::Limits;
+pub use runtime::{Instance, Plugin, Runtime, TICK};
+
+/// The types of the WIT contract, as the host sees them.
+pub mod wit {
+    pub use super::bindings::sluice::plugin::types::{
+        Applied, Batch, CpuUsageBatch, Instant, JsonBatch, Metadata, Rejection,
+    };
+}

@@ -1,0 +1,380 @@
+//! Handler components: one per plugin, applying batches to its aggregate.
+//!
+//! The aggregate lives in the plugin's [`Slot`], not in the wasm instance:
+//! each call gets the current state and returns the next one, which is kept
+//! only once the call returned. A call that traps, runs past its deadline
+//! or hits a memory limit therefore changes nothing; the instance is thrown
+//! away and a fresh one carries on from the same state.
+//!
+//! Recovery of a failed batch: it is retried once on a fresh instance; if
+//! that fails too, its payloads are applied one at a time, and a payload
+//! that fails alone is quarantined (counted, and kept in a bounded list for
+//! operators). Progress through a batch is recorded in the slot as it is
+//! made, so a restart of the handler never applies a payload twice.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::batch;
+use crate::engine::Context;
+use crate::ledger::{Ledger, Rejection};
+use crate::lock;
+use crate::plugin::wit::{Applied, Batch};
+use crate::plugin::{CallError, Instance, Plugin};
+
+/// Reason under which a handler's own rejections are counted.
+pub const PLUGIN_REJECTED: &str = "plugin_rejected";
+/// Reason under which payloads that fail on their own are counted.
+pub const QUARANTINED: &str = "quarantined";
+/// Reason under which a batch is counted when the plugin refuses its state.
+pub const PLUGIN_ERROR: &str = "plugin_error";
+/// How many quarantined payloads each plugin keeps for operators.
+pub const DEAD_LETTERS: usize = 32;
+/// Failed calls in a row after which the handler stops and backs off.
+pub const MAX_FAILURES_IN_A_ROW: u32 = 5;
+
+/// A batch on its way to a handler.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The payloads, all of one type.
+    pub batch: Batch,
+    /// When their response was received.
+    pub received_at: Instant,
+}
+
+/// A batch being worked on, and how far.
+#[derive(Clone, Debug)]
+struct InHand {
+    delivery: Arc<Delivery>,
+    /// Payloads before this index are applied or quarantined.
+    done: usize,
+    /// Whether the batch failed twice and is applied payload by payload.
+    one_by_one: bool,
+}
+
+/// A quarantined payload.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadLetter {
+    /// The payload's type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its value, as JSON text.
+    pub value: String,
+    /// The failure it caused.
+    pub error: String,
+    /// When it was quarantined.
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+}
+
+fn rfc3339<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*at))
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Stats {
+    /// Batches applied.
+    batches: u64,
+    /// Payloads applied.
+    applied: u64,
+    /// Payloads rejected, by reason.
+    rejected: BTreeMap<&'static str, u64>,
+    /// Calls that trapped, ran out of time or memory.
+    traps: u64,
+    /// Failed calls since the last good one.
+    failures_in_a_row: u32,
+    /// The last failed call.
+    last_failure: Option<String>,
+}
+
+/// What outlives any one run of a handler: the plugin, its queue, its
+/// aggregate and its counters.
+pub struct Slot {
+    plugin: Plugin,
+    sender: mpsc::Sender<Arc<Delivery>>,
+    queue: tokio::sync::Mutex<mpsc::Receiver<Arc<Delivery>>>,
+    state: Mutex<Arc<[u8]>>,
+    in_hand: Mutex<Option<InHand>>,
+    stats: Mutex<Stats>,
+    dead_letters: Mutex<VecDeque<DeadLetter>>,
+    renderer: Mutex<Option<Instance>>,
+    ledger: Arc<Ledger>,
+}
+
+impl Slot {
+    /// A slot for `plugin` with an empty aggregate and a queue of
+    /// `capacity` batches.
+    pub fn new(plugin: Plugin, capacity: usize, ledger: Arc<Ledger>) -> Slot {
+        let (sender, queue) = mpsc::channel(capacity);
+        Slot {
+            plugin,
+            sender,
+            queue: tokio::sync::Mutex::new(queue),
+            state: Mutex::new(Arc::from(Vec::new())),
+            in_hand: Mutex::default(),
+            stats: Mutex::default(),
+            dead_letters: Mutex::default(),
+            renderer: Mutex::default(),
+            ledger,
+        }
+    }
+
+    /// The plugin.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// The name of the engine component that runs this slot.
+    pub fn component(&self) -> String {
+        format!("handler:{}", self.plugin.name())
+    }
+
+    /// The sending end of the handler's queue.
+    pub fn sender(&self) -> mpsc::Sender<Arc<Delivery>> {
+        self.sender.clone()
+    }
+
+    /// The aggregate's bytes now.
+    pub fn state(&self) -> Arc<[u8]> {
+        lock(&self.state).clone()
+    }
+
+    /// Quarantined payloads, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        lock(&self.dead_letters).iter().cloned().collect()
+    }
+
+    /// The handler's counters and queue, for reports.
+    pub fn report(&self) -> serde_json::Value {
+        let mut report = serde_json::to_value(&*lock(&self.stats)).unwrap_or_default();
+        report["plugin"] = self.plugin.name().into();
+        report["version"] = self.plugin.version().into();
+        report["in_hand"] = lock(&self.in_hand)
+            .as_ref()
+            .map(|h| batch::len(&h.delivery.batch) - h.done)
+            .unwrap_or(0)
+            .into();
+        report["queue"] = serde_json::json!({
+            "capacity": self.sender.max_capacity(),
+            "depth": self.sender.max_capacity() - self.sender.capacity(),
+        });
+        report["quarantined"] = lock(&self.dead_letters).len().into();
+        report
+    }
+
+    /// Renders the aggregate as JSON with an instance of its own, so that
+    /// it answers while the handler is busy or restarting.
+    pub async fn render(self: &Arc<Self>) -> Result<serde_json::Value, CallError> {
+        let slot = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut renderer = lock(&slot.renderer);
+            let mut instance = match renderer.take() {
+                Some(instance) => instance,
+                None => slot.plugin.instantiate()?,
+            };
+            let result = instance.render(&slot.state());
+            if !result.as_ref().is_err_and(CallError::is_fatal) {
+                *renderer = Some(instance);
+            }
+            result
+        })
+        .await
+        .unwrap_or_else(|join| Err(CallError::BadOutput(format!("render task failed: {join}"))))
+    }
+
+    /// Runs the handler until cancelled. Cancel-safe: a batch's effect on
+    /// the aggregate, the accounts and the record of progress is made in one
+    /// step after the call returns.
+    pub async fn run(self: Arc<Self>, ctx: Context) -> anyhow::Result<()> {
+        // The queue's receiving end is leased by this run alone.
+        let mut queue = self.queue.lock().await;
+        let mut worker = Worker { slot: Arc::clone(&self), instance: None };
+        tracing::info!(plugin = %self.plugin.name(), run = ctx.run(), "handling");
+        loop {
+            let in_hand = lock(&self.in_hand).clone();
+            let in_hand = match in_hand {
+                Some(in_hand) => in_hand,
+                None => {
+                    let delivery = queue.recv().await.context("the handler queue is closed")?;
+                    let in_hand = InHand { delivery, done: 0, one_by_one: false };
+                    *lock(&self.in_hand) = Some(in_hand.clone());
+                    in_hand
+                }
+            };
+            worker.work(in_hand).await?;
+        }
+    }
+
+    /// Keeps the outcome of a call on payloads `from..from + count` of the
+    /// batch in hand, and records the progress.
+    fn commit(&self, from: usize, count: usize, applied: Applied) {
+        let in_hand = lock(&self.in_hand).clone().expect("a batch is in hand while committing");
+        let kind = batch::kind(&in_hand.delivery.batch);
+        let rejections: Vec<_> = applied
+            .rejected
+            .iter()
+            .map(|r| Rejection::now(kind, PLUGIN_REJECTED, r.reason.clone()))
+            .collect();
+        let applied_count = (count - rejections.len()) as u64;
+        *lock(&self.state) = Arc::from(applied.state);
+        self.ledger.applied(kind, applied_count);
+        let rejected_count = rejections.len() as u64;
+        self.ledger.rejected(rejections);
+        let mut stats = lock(&self.stats);
+        stats.applied += applied_count;
+        if rejected_count > 0 {
+            *stats.rejected.entry(PLUGIN_REJECTED).or_default() += rejected_count;
+        }
+        stats.failures_in_a_row = 0;
+        drop(stats);
+        self.advance(from + count);
+    }
+
+    /// Rejects payloads `from..from + count` under `reason`.
+    fn reject(&self, from: usize, count: usize, reason: &'static str, error: &CallError) {
+        let in_hand = lock(&self.in_hand).clone().expect("a batch is in hand while rejecting");
+        let batch = &in_hand.delivery.batch;
+        let kind = batch::kind(batch);
+        let detail = error.to_string();
+        if reason == QUARANTINED {
+            let mut dead = lock(&self.dead_letters);
+            for index in from..from + count {
+                if dead.len() == DEAD_LETTERS {
+                    dead.pop_front();
+                }
+                dead.push_back(DeadLetter {
+                    kind: kind.to_owned(),
+                    value: batch::describe(batch, index),
+                    error: detail.clone(),
+                    at: SystemTime::now(),
+                });
+            }
+        }
+        self.ledger.rejected((0..count).map(|_| Rejection::now(kind, reason, &detail)));
+        *lock(&self.stats).rejected.entry(reason).or_default() += count as u64;
+        self.advance(from + count);
+    }
+
+    /// Records that the batch in hand is done up to `done`.
+    fn advance(&self, done: usize) {
+        let mut in_hand = lock(&self.in_hand);
+        let finished = in_hand.as_mut().is_some_and(|h| {
+            h.done = done;
+            done >= batch::len(&h.delivery.batch)
+        });
+        if finished {
+            *in_hand = None;
+            lock(&self.stats).batches += 1;
+        }
+    }
+
+    fn failed(&self, error: &CallError) {
+        let mut stats = lock(&self.stats);
+        stats.traps += 1;
+        stats.failures_in_a_row += 1;
+        stats.last_failure = Some(error.to_string());
+    }
+}
+
+/// One run's instance of the plugin.
+struct Worker {
+    slot: Arc<Slot>,
+    instance: Option<Instance>,
+}
+
+impl Worker {
+    /// Applies the rest of the batch in hand.
+    async fn work(&mut self, in_hand: InHand) -> anyhow::Result<()> {
+        let total = batch::len(&in_hand.delivery.batch);
+        let from = in_hand.done;
+        if !in_hand.one_by_one {
+            // The whole rest of the batch in one call, and once more on a
+            // fresh instance if the first call failed.
+            for _attempt in 0..2 {
+                match self.call(&in_hand, from..total).await? {
+                    Ok(applied) => return Ok(self.slot.commit(from, total - from, applied)),
+                    Err(err) if !err.is_fatal() => {
+                        self.slot.reject(from, total - from, PLUGIN_ERROR, &err);
+                        return Ok(());
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let Some(h) = lock(&self.slot.in_hand).as_mut() {
+                h.one_by_one = true;
+            }
+        }
+        for index in from..total {
+            match self.call(&in_hand, index..index + 1).await? {
+                Ok(applied) => self.slot.commit(index, 1, applied),
+                Err(err) if err.is_fatal() => self.slot.reject(index, 1, QUARANTINED, &err),
+                Err(err) => self.slot.reject(index, 1, PLUGIN_ERROR, &err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls the plugin on payloads `range` of the batch in hand. The outer
+    /// error means the handler must stop: the plugin keeps failing or cannot
+    /// be instantiated.
+    async fn call(
+        &mut self,
+        in_hand: &InHand,
+        range: std::ops::Range<usize>,
+    ) -> anyhow::Result<Result<Applied, CallError>> {
+        let slot = &self.slot;
+        let failures = lock(&slot.stats).failures_in_a_row;
+        anyhow::ensure!(
+            failures < MAX_FAILURES_IN_A_ROW,
+            "plugin {} failed {failures} calls in a row",
+            slot.plugin.name()
+        );
+        let mut instance = match self.instance.take() {
+            Some(instance) => instance,
+            None => slot.plugin.instantiate().with_context(|| {
+                format!("cannot instantiate plugin {}", slot.plugin.name())
+            })?,
+        };
+        let state = slot.state();
+        let delivery = Arc::clone(&in_hand.delivery);
+        let whole = range.start == 0 && range.end == batch::len(&delivery.batch);
+        let (instance, result) = tokio::task::spawn_blocking(move || {
+            let result = if whole {
+                instance.apply(&state, &delivery.batch)
+            } else {
+                instance.apply(&state, &batch::slice(&delivery.batch, range.clone()))
+            };
+            let result = result.and_then(|applied| check(applied, range.len()));
+            (instance, result)
+        })
+        .await
+        .context("the plugin call panicked")?;
+        match &result {
+            Err(err) if err.is_fatal() => {
+                slot.failed(err);
+                tracing::warn!(plugin = %slot.plugin.name(), error = %err, "plugin failed; reinstantiating");
+            }
+            _ => self.instance = Some(instance),
+        }
+        Ok(result)
+    }
+}
+
+/// Checks what a plugin returned for a batch of `count` payloads.
+fn check(applied: Applied, count: usize) -> Result<Applied, CallError> {
+    let mut seen = vec![false; count];
+    for rejection in &applied.rejected {
+        let index = rejection.index as usize;
+        if index >= count || std::mem::replace(&mut seen[index], true) {
+            return Err(CallError::BadOutput(format!(
+                "rejection index {index} is out of range or repeated (batch of {count})"
+            )));
+        }
+    }
+    Ok(applied)
+}

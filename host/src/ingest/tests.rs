@@ -1,0 +1,163 @@
+//! The poll loop against a scripted source, in paused time.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::*;
+use crate::engine::{Engine, EngineConfig, EngineHandle, Manifold};
+
+/// A source that answers from a script and records when it was polled.
+struct Scripted {
+    replies: Mutex<VecDeque<Result<Decoded, PollError>>>,
+    polls: mpsc::UnboundedSender<Instant>,
+}
+
+impl Poll for Scripted {
+    async fn poll(&self) -> Result<Decoded, PollError> {
+        let _ = self.polls.send(Instant::now());
+        crate::lock(&self.replies).pop_front().unwrap_or_else(|| Ok(Decoded::default()))
+    }
+
+    fn describe(&self) -> String {
+        "scripted".to_owned()
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn one_load() -> Decoded {
+    decode::decode(br#"[{"type":"load_avg","payload":{"value":1}}]"#).expect("a valid body")
+}
+
+struct Rig {
+    polls: mpsc::UnboundedReceiver<Instant>,
+    responses: mpsc::Receiver<Response>,
+    ingest: Arc<Ingest<Scripted>>,
+    ledger: Arc<Ledger>,
+    _engine: EngineHandle,
+}
+
+fn rig(
+    script: Vec<Result<Decoded, PollError>>,
+    min_interval: Duration,
+    queue: usize,
+) -> Rig {
+    let (polls_tx, polls) = mpsc::unbounded_channel();
+    let (queue_tx, responses) = mpsc::channel(queue);
+    let ledger = Arc::new(Ledger::new());
+    let source = Scripted { replies: Mutex::new(script.into()), polls: polls_tx };
+    let config = IngestConfig {
+        source: SourceConfig::new("http://127.0.0.1:1/metrics".parse().expect("a URL")),
+        retry: BackoffSettings { min: ms(100), max: ms(2_000), factor: 2.0 },
+        min_interval,
+    };
+    let ingest = Arc::new(
+        Ingest::with_source(config, source, queue_tx, Arc::clone(&ledger)).expect("valid settings"),
+    );
+    let running = Arc::clone(&ingest);
+    let manifold = Manifold::new("ingest", &[], move |ctx| Arc::clone(&running).run(ctx));
+    let engine = Engine::start(EngineConfig::default(), vec![manifold]).expect("the engine starts");
+    Rig { polls, responses, ingest, ledger, _engine: engine }
+}
+
+impl Rig {
+    async fn next_poll(&mut self) -> Instant {
+        self.polls.recv().await.expect("ingest keeps polling")
+    }
+
+    /// The gaps between the next `n + 1` polls.
+    async fn gaps(&mut self, n: usize) -> Vec<Duration> {
+        let mut at = self.next_poll().await;
+        let mut gaps = Vec::new();
+        for _ in 0..n {
+            let next = self.next_poll().await;
+            gaps.push(next - at);
+            at = next;
+        }
+        gaps
+    }
+}
+
+fn server_error() -> Result<Decoded, PollError> {
+    Err(PollError::ServerError(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_exponentially_with_jitter_and_reset_on_success() {
+    let mut script: Vec<_> = (0..6).map(|_| server_error()).collect();
+    script.push(Ok(one_load()));
+    script.push(server_error());
+    let mut rig = rig(script, Duration::ZERO, 8);
+    let gaps = rig.gaps(8).await;
+    // Ceilings 100, 200, 400, 800, 1600, 2000 ms; never below the minimum.
+    for (gap, ceiling) in gaps.iter().zip([100, 200, 400, 800, 1600, 2000]) {
+        assert!(*gap >= ms(100) && *gap <= ms(ceiling), "{gaps:?}");
+    }
+    // The success is followed at once by the next poll; the failure after
+    // it starts the backoff again from its minimum.
+    assert_eq!(gaps[6], Duration::ZERO, "{gaps:?}");
+    assert_eq!(gaps[7], ms(100), "{gaps:?}");
+    let report = rig.ingest.report();
+    assert_eq!(report["polls"]["server_error"], 7);
+    assert!(report["polls"]["ok"].as_u64().is_some_and(|n| n >= 1), "{report}");
+    assert_eq!(rig.ledger.snapshot().of("load_avg").received, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_within_bounds() {
+    let limited = |after: u64| {
+        Err(PollError::RateLimited {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            retry_after: Some(Duration::from_secs(after)),
+        })
+    };
+    let zero = Err(PollError::RateLimited {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        retry_after: Some(Duration::ZERO),
+    });
+    let mut rig = rig(vec![limited(1), limited(60), zero], Duration::ZERO, 8);
+    let gaps = rig.gaps(3).await;
+    // 1 s as asked; 60 s capped at the longest retry (2 s); 0 s raised to
+    // the shortest (100 ms), so a server cannot make sluice spin.
+    assert_eq!(gaps, [ms(1_000), ms(2_000), ms(100)]);
+    assert_eq!(rig.ingest.report()["polls"]["rate_limited"], 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_token_is_retried_slowly_until_it_works() {
+    let script = vec![Err(PollError::Unauthorized), Err(PollError::Unauthorized), Ok(one_load())];
+    let mut rig = rig(script, Duration::ZERO, 8);
+    let gaps = rig.gaps(3).await;
+    assert_eq!(gaps[..2], [ms(2_000), ms(2_000)]);
+    assert_eq!(gaps[2], Duration::ZERO);
+    let report = rig.ingest.report();
+    assert_eq!(report["polls"]["unauthorized"], 2);
+    assert!(report["last_error"].is_null(), "recovered: {report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn polls_are_paced_from_their_start_and_wait_for_room_without_catching_up() {
+    let script = (0..4).map(|_| Ok(one_load())).collect();
+    let mut rig = rig(script, ms(250), 2);
+    let first = rig.next_poll().await;
+    let second = rig.next_poll().await;
+    assert_eq!(second - first, ms(250));
+    // The queue is full: ten seconds pass with no poll.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(rig.polls.try_recv().is_err(), "polled with no room for the response");
+    // Room for one: one poll at once, then the normal pace; no burst.
+    rig.responses.recv().await.expect("a response");
+    let resumed = rig.next_poll().await;
+    assert!(resumed - second >= Duration::from_secs(10));
+    rig.responses.recv().await.expect("a response");
+    let after = rig.next_poll().await;
+    assert_eq!(after - resumed, ms(250));
+    assert_eq!(rig.ingest.report()["queue"]["depth"], 2);
+}

@@ -1,0 +1,562 @@
+//! Tests of the plugin runtime against the bundled plugins and the
+//! misbehaving fixture (`plugins/misbehave`), built by the build script.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant as Clock};
+
+use serde_json::json;
+
+use super::wit::{Batch, CpuUsageBatch, Instant, JsonBatch};
+use super::*;
+
+const MISBEHAVE: &[u8] = include_bytes!(concat!(
+    env!("SLUICE_FIXTURES_DIR"),
+    "/sluice-plugin-misbehave.wasm"
+));
+
+/// Limits of the runtime that runs the fixture: short, so that tests that
+/// hit them end soon.
+const STRICT: Limits = Limits {
+    call_deadline: Duration::from_millis(200),
+    memory_bytes: 32 << 20,
+    instances: 4,
+    tables: 4,
+    table_elements: 100_000,
+};
+
+/// The bundled plugins, loaded once for all tests, by name.
+fn bundled_plugins() -> &'static HashMap<&'static str, Plugin> {
+    static PLUGINS: OnceLock<HashMap<&'static str, Plugin>> = OnceLock::new();
+    PLUGINS.get_or_init(|| {
+        let runtime = Runtime::new(Limits::default()).expect("default limits work");
+        bundled()
+            .iter()
+            .map(|bundled| {
+                let source = format!("bundled:{}", bundled.name);
+                let plugin = runtime
+                    .load(&source, bundled.bytes)
+                    .expect("bundled plugin loads");
+                (bundled.name, plugin)
+            })
+            .collect()
+    })
+}
+
+fn instance(name: &str) -> Instance {
+    bundled_plugins()[name]
+        .instantiate()
+        .expect("bundled plugin instantiates")
+}
+
+/// The fixture, loaded once in a runtime with [`STRICT`] limits.
+fn misbehave() -> Instance {
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    PLUGIN
+        .get_or_init(|| {
+            let runtime = Runtime::new(STRICT).expect("strict limits work");
+            runtime
+                .load("fixture:misbehave", MISBEHAVE)
+                .expect("fixture loads")
+        })
+        .instantiate()
+        .expect("fixture instantiates")
+}
+
+fn command(kind: &str, values: &[&str]) -> Batch {
+    Batch::Json(JsonBatch {
+        kind: kind.to_owned(),
+        values: values.iter().map(|value| (*value).to_owned()).collect(),
+    })
+}
+
+fn cpu_batch(payloads: &[&[f64]]) -> Batch {
+    Batch::CpuUsage(CpuUsageBatch {
+        lengths: payloads
+            .iter()
+            .map(|payload| payload.len() as u32)
+            .collect(),
+        values: payloads.concat(),
+    })
+}
+
+/// Applies each batch in turn to `state` and returns the new state and the
+/// refusals of every batch as (index, reason).
+fn apply_all(
+    instance: &mut Instance,
+    mut state: Vec<u8>,
+    batches: &[Batch],
+) -> (Vec<u8>, Vec<Vec<(u32, String)>>) {
+    let mut rejected = Vec::new();
+    for batch in batches {
+        let applied = instance.apply(&state, batch).expect("apply succeeds");
+        state = applied.state;
+        rejected.push(
+            applied
+                .rejected
+                .into_iter()
+                .map(|r| (r.index, r.reason))
+                .collect(),
+        );
+    }
+    (state, rejected)
+}
+
+#[test]
+fn bundled_plugins_load_with_their_metadata() {
+    let names: Vec<_> = bundled().iter().map(|bundled| bundled.name).collect();
+    assert_eq!(names, ["load_avg", "cpu_usage", "last_kernel_upgrade"]);
+    for name in names {
+        let plugin = &bundled_plugins()[name];
+        assert_eq!(plugin.name(), name);
+        assert_eq!(plugin.version(), "0.1.0");
+        assert_eq!(plugin.types(), [name]);
+        assert_eq!(plugin.source(), format!("bundled:{name}"));
+    }
+}
+
+#[test]
+fn bundled_dir_holds_the_bundled_components() {
+    let mut files: Vec<_> = std::fs::read_dir(BUNDLED_DIR)
+        .expect("the bundled directory exists")
+        .map(|entry| entry.expect("readable entry").file_name())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "sluice-plugin-cpu-usage.wasm",
+            "sluice-plugin-last-kernel-upgrade.wasm",
+            "sluice-plugin-load-avg.wasm"
+        ]
+    );
+}
+
+#[test]
+fn empty_state_renders_the_aggregate_of_nothing() {
+    let cases = [
+        ("load_avg", json!({"min": null, "max": null, "count": 0})),
+        ("cpu_usage", json!({"average": [], "count": 0})),
+        ("last_kernel_upgrade", json!({"latest": null, "count": 0})),
+    ];
+    for (name, expected) in cases {
+        assert_eq!(
+            instance(name).render(&[]).expect("render"),
+            expected,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn load_avg_keeps_the_range() {
+    let mut instance = instance("load_avg");
+    let batches = [
+        Batch::LoadAvg(vec![1.5, 0.25]),
+        Batch::LoadAvg(vec![f64::NAN, 3.0, -1.0, 0.0, f64::INFINITY]),
+    ];
+    let (state, rejected) = apply_all(&mut instance, Vec::new(), &batches);
+    assert_eq!(rejected[0], []);
+    assert_eq!(
+        rejected[1],
+        [
+            (0, "not a finite number".to_owned()),
+            (2, "negative load".to_owned()),
+            (4, "not a finite number".to_owned()),
+        ]
+    );
+    assert_eq!(
+        instance.render(&state).expect("render"),
+        json!({"min": 0.0, "max": 3.0, "count": 4})
+    );
+}
+
+#[test]
+fn cpu_usage_averages_each_cpu() {
+    let mut instance = instance("cpu_usage");
+    let batches = [
+        cpu_batch(&[&[10.0, 20.0], &[30.0]]),
+        cpu_batch(&[&[], &[20.0, 40.0, 90.0], &[f64::NAN]]),
+    ];
+    let (state, rejected) = apply_all(&mut instance, Vec::new(), &batches);
+    assert_eq!(rejected[0], []);
+    assert_eq!(
+        rejected[1],
+        [
+            (0, "no cpu values".to_owned()),
+            (2, "not a finite number".to_owned())
+        ]
+    );
+    assert_eq!(
+        instance.render(&state).expect("render"),
+        json!({"average": [20.0, 30.0, 90.0], "count": 3})
+    );
+}
+
+#[test]
+fn last_kernel_upgrade_keeps_the_latest_instant() {
+    let mut instance = instance("last_kernel_upgrade");
+    let at = |seconds, nanoseconds| Instant {
+        seconds,
+        nanoseconds,
+    };
+    let batches = [
+        // 2024-03-01T12:00:00Z, then 2024-03-01T12:00:00.5Z.
+        Batch::LastKernelUpgrade(vec![at(1_709_294_400, 0), at(1_709_294_400, 500_000_000)]),
+        Batch::LastKernelUpgrade(vec![at(0, 1_000_000_000), at(1_600_000_000, 0)]),
+    ];
+    let (state, rejected) = apply_all(&mut instance, Vec::new(), &batches);
+    assert_eq!(rejected[1], [(0, "nanoseconds out of range".to_owned())]);
+    assert_eq!(
+        instance.render(&state).expect("render"),
+        json!({"latest": "2024-03-01T12:00:00.5Z", "count": 3})
+    );
+}
+
+#[test]
+fn batches_of_other_types_are_rejected_payload_by_payload() {
+    let batches = [
+        ("load_avg", cpu_batch(&[&[1.0], &[2.0]])),
+        ("cpu_usage", command("disk_usage", &["{}", "{}"])),
+        ("last_kernel_upgrade", Batch::LoadAvg(vec![1.0, 2.0])),
+    ];
+    for (name, batch) in batches {
+        let mut instance = instance(name);
+        let before = instance.render(&[]).expect("render");
+        let applied = instance.apply(&[], &batch).expect("apply");
+        let rejected: Vec<_> = applied
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [(0, "unsupported type"), (1, "unsupported type")],
+            "{name}"
+        );
+        assert_eq!(
+            instance.render(&applied.state).expect("render"),
+            before,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn state_carries_over_to_a_fresh_instance() {
+    let batches = [
+        cpu_batch(&[&[10.0, 20.0, 30.0]]),
+        cpu_batch(&[&[5.0], &[1.0, 2.0]]),
+        cpu_batch(&[&[7.0, 7.0, 7.0, 7.0]]),
+    ];
+    let (one_instance, _) = apply_all(&mut instance("cpu_usage"), Vec::new(), &batches);
+    let mut state = Vec::new();
+    for batch in &batches {
+        state = instance("cpu_usage")
+            .apply(&state, batch)
+            .expect("apply")
+            .state;
+    }
+    assert_eq!(state, one_instance);
+    assert_eq!(
+        instance("cpu_usage").render(&state).expect("render"),
+        instance("cpu_usage").render(&one_instance).expect("render"),
+    );
+}
+
+#[test]
+fn state_of_another_plugin_is_a_guest_error() {
+    let (state, _) = apply_all(
+        &mut instance("load_avg"),
+        Vec::new(),
+        &[Batch::LoadAvg(vec![1.0])],
+    );
+    let mut instance = instance("cpu_usage");
+    let err = instance.render(&state).expect_err("foreign state");
+    assert!(
+        matches!(&err, CallError::Guest(reason) if reason.contains("another handler")),
+        "{err}"
+    );
+    assert!(!err.is_fatal());
+    instance.render(&[]).expect("the instance is still usable");
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_a_load_error_naming_its_source() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"#!/bin/sh\necho hello\n",
+            "not a valid WebAssembly component",
+        ),
+        (&[], "not a valid WebAssembly component"),
+        // A core module: wasm, but not a component.
+        (b"\0asm\x01\0\0\0", "not a valid WebAssembly component"),
+    ];
+    for (bytes, expected) in cases {
+        let err = runtime
+            .load("/plugins/hello.wasm", bytes)
+            .expect_err("not a component");
+        assert!(matches!(err, LoadError::Compile { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("/plugins/hello.wasm"), "{message}");
+        assert!(message.contains(expected), "{message}");
+    }
+}
+
+#[test]
+fn an_empty_component_does_not_implement_the_world() {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    // The preamble of a component with no sections.
+    let empty = b"\0asm\x0d\0\x01\0";
+    let err = runtime
+        .load("/plugins/empty.wasm", empty)
+        .expect_err("no exports");
+    assert!(matches!(err, LoadError::World { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("/plugins/empty.wasm"), "{message}");
+    assert!(message.contains("sluice:plugin/handler"), "{message}");
+}
+
+#[test]
+fn a_guest_error_leaves_the_instance_usable() {
+    let mut instance = misbehave();
+    let err = instance
+        .apply(b"kept", &command("error", &[]))
+        .expect_err("asked to fail");
+    assert!(
+        matches!(&err, CallError::Guest(reason) if reason == "asked to fail"),
+        "{err:?}"
+    );
+    assert!(!err.is_fatal());
+    let applied = instance
+        .apply(b"kept", &command("ok", &["1"]))
+        .expect("still usable");
+    assert_eq!(applied.state, b"kept");
+}
+
+#[test]
+fn a_panic_is_a_fatal_trap_and_a_fresh_instance_carries_on() {
+    let mut instance = misbehave();
+    let err = instance
+        .apply(b"kept", &command("panic", &[]))
+        .expect_err("asked to panic");
+    assert!(
+        matches!(
+            &err,
+            CallError::Trap {
+                function: "apply",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_fatal());
+    assert!(err.to_string().contains("misbehave"), "{err}");
+    let again = instance
+        .apply(b"kept", &command("ok", &[]))
+        .expect_err("the instance is dead");
+    assert!(again.is_fatal(), "{again:?}");
+
+    let mut fresh = misbehave();
+    let applied = fresh
+        .apply(b"kept", &command("ok", &[]))
+        .expect("a fresh instance works");
+    assert_eq!(applied.state, b"kept");
+}
+
+#[test]
+fn an_endless_loop_is_interrupted_at_the_deadline() {
+    let mut instance = misbehave();
+    let started = Clock::now();
+    let err = instance
+        .apply(&[], &command("loop", &[]))
+        .expect_err("interrupted");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(&err, CallError::Deadline { function: "apply", deadline, .. }
+            if *deadline == STRICT.call_deadline),
+        "{err:?}"
+    );
+    assert!(err.is_fatal());
+    assert!(elapsed >= STRICT.call_deadline, "{elapsed:?}");
+    assert!(elapsed < STRICT.call_deadline * 10, "{elapsed:?}");
+
+    let err = misbehave().render(b"loop").expect_err("interrupted");
+    assert!(
+        matches!(
+            err,
+            CallError::Deadline {
+                function: "render",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_sleep_is_cut_short_at_the_deadline() {
+    let mut instance = misbehave();
+    let started = Clock::now();
+    let err = instance
+        .apply(&[], &command("sleep", &[]))
+        .expect_err("interrupted");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            CallError::Deadline {
+                function: "apply",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(elapsed < STRICT.call_deadline * 10, "{elapsed:?}");
+}
+
+#[test]
+fn a_memory_hog_is_stopped_at_the_limit() {
+    let mut instance = misbehave();
+    let err = instance
+        .apply(&[], &command("alloc", &[]))
+        .expect_err("out of memory");
+    assert!(
+        matches!(&err, CallError::Memory { function: "apply", limit, .. }
+            if *limit == STRICT.memory_bytes),
+        "{err:?}"
+    );
+    assert!(err.is_fatal());
+}
+
+#[test]
+fn bad_output_is_reported_and_not_fatal() {
+    let mut instance = misbehave();
+    let err = instance
+        .apply(&[], &command("bad-index", &["a", "b"]))
+        .expect_err("bad index");
+    assert!(
+        matches!(&err, CallError::BadOutput(reason) if reason.contains("payload 2")),
+        "{err:?}"
+    );
+    assert!(!err.is_fatal());
+
+    for state in [&b"bad-json"[..], b"not-object"] {
+        let err = instance.render(state).expect_err("bad render");
+        assert!(matches!(err, CallError::BadOutput(_)), "{err:?}");
+        assert!(!err.is_fatal());
+    }
+    assert_eq!(
+        instance.render(b"abc").expect("still usable"),
+        json!({"bytes": 3})
+    );
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut buffer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn guest_output_is_logged_and_bounded() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut instance = misbehave();
+        instance
+            .apply(&[], &command("print", &[]))
+            .expect("printing is allowed");
+        // Far more than is kept: the tail is dropped, the call succeeds.
+        instance
+            .apply(&[], &command("flood", &[]))
+            .expect("flooding is allowed");
+    });
+    let logs = String::from_utf8(logs.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+    let lines: Vec<_> = logs.lines().collect();
+    let stdout = lines
+        .iter()
+        .find(|l| l.contains("a line to stdout"))
+        .expect("stdout logged");
+    assert!(
+        stdout.contains("DEBUG") && stdout.contains("plugin=misbehave"),
+        "{stdout}"
+    );
+    let stderr = lines
+        .iter()
+        .find(|l| l.contains("a line to stderr"))
+        .expect("stderr logged");
+    assert!(stderr.contains("WARN"), "{stderr}");
+    let flood = lines
+        .iter()
+        .find(|l| l.contains("xxxx"))
+        .expect("flood logged");
+    assert!(
+        flood.contains(&format!("dropped={}", (1 << 20) - sandbox::CAPTURE_BYTES)),
+        "{flood}"
+    );
+}
+
+#[test]
+fn instances_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Instance>();
+    assert_send::<Plugin>();
+    assert_send::<Runtime>();
+
+    let mut instance = instance("load_avg");
+    let state = std::thread::spawn(move || {
+        instance
+            .apply(&[], &Batch::LoadAvg(vec![1.0]))
+            .expect("apply")
+            .state
+    })
+    .join()
+    .expect("no panic");
+    assert!(!state.is_empty());
+}
+
+#[test]
+fn limits_that_cannot_work_are_refused() {
+    let zero_deadline = Limits {
+        call_deadline: Duration::ZERO,
+        ..Limits::default()
+    };
+    assert!(Runtime::new(zero_deadline).is_err());
+    let zero_memory = Limits {
+        memory_bytes: 0,
+        ..Limits::default()
+    };
+    assert!(Runtime::new(zero_memory).is_err());
+}
+
+#[test]
+fn too_little_memory_fails_instantiation() {
+    let runtime = Runtime::new(Limits {
+        memory_bytes: 64 << 10,
+        ..Limits::default()
+    })
+    .expect("runtime");
+    let err = runtime
+        .load("bundled:load_avg", bundled()[0].bytes)
+        .expect_err("too little memory");
+    assert!(matches!(err, LoadError::Instantiate { .. }), "{err:?}");
+    assert!(err.to_string().contains("bundled:load_avg"), "{err}");
+}
