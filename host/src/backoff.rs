@@ -23,7 +23,11 @@ pub struct BackoffSettings {
 
 impl Default for BackoffSettings {
     fn default() -> Self {
-        BackoffSettings { min: Duration::from_millis(100), max: Duration::from_secs(30), factor: 2.0 }
+        BackoffSettings {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+        }
     }
 }
 
@@ -53,7 +57,10 @@ impl BackoffSettings {
             return Err(BackoffError::ZeroMin);
         }
         if self.max < self.min {
-            return Err(BackoffError::MaxBelowMin { min: self.min, max: self.max });
+            return Err(BackoffError::MaxBelowMin {
+                min: self.min,
+                max: self.max,
+            });
         }
         if !(self.factor >= 1.0 && self.factor.is_finite()) {
             return Err(BackoffError::Factor(self.factor));
@@ -95,7 +102,11 @@ impl Backoff {
     /// The delay before the next attempt, after one more failure.
     pub fn next_delay(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let ceiling = self.ceilings.next().unwrap_or(self.settings.max).min(self.settings.max);
+        let ceiling = self
+            .ceilings
+            .next()
+            .unwrap_or(self.settings.max)
+            .min(self.settings.max);
         let spread = ceiling.saturating_sub(self.settings.min);
         self.settings.min + spread.mul_f64(self.rng.f64())
     }
@@ -127,19 +138,30 @@ mod tests {
 
     #[test]
     fn delays_stay_under_a_growing_ceiling_and_within_bounds() {
-        let settings = BackoffSettings { min: ms(100), max: ms(1000), factor: 2.0 };
+        let settings = BackoffSettings {
+            min: ms(100),
+            max: ms(1000),
+            factor: 2.0,
+        };
         for _ in 0..200 {
             let mut backoff = Backoff::new(settings).expect("valid settings");
             for ceiling in [100, 200, 400, 800, 1000, 1000] {
                 let delay = backoff.next_delay();
-                assert!(delay >= ms(100) && delay <= ms(ceiling), "{delay:?} > {ceiling}ms");
+                assert!(
+                    delay >= ms(100) && delay <= ms(ceiling),
+                    "{delay:?} > {ceiling}ms"
+                );
             }
         }
     }
 
     #[test]
     fn jitter_spreads_delays() {
-        let settings = BackoffSettings { min: ms(10), max: ms(10_000), factor: 2.0 };
+        let settings = BackoffSettings {
+            min: ms(10),
+            max: ms(10_000),
+            factor: 2.0,
+        };
         let mut backoff = Backoff::new(settings).expect("valid settings");
         let delays: Vec<_> = (0..12).map(|_| backoff.next_delay()).collect();
         let late = &delays[8..];
@@ -148,7 +170,11 @@ mod tests {
 
     #[test]
     fn reset_starts_from_the_minimum_again() {
-        let settings = BackoffSettings { min: ms(50), max: ms(50_000), factor: 4.0 };
+        let settings = BackoffSettings {
+            min: ms(50),
+            max: ms(50_000),
+            factor: 4.0,
+        };
         let mut backoff = Backoff::new(settings).expect("valid settings");
         for _ in 0..6 {
             backoff.next_delay();
@@ -163,16 +189,39 @@ mod tests {
     fn bad_settings_are_named() {
         let ok = BackoffSettings::default();
         let cases = [
-            (BackoffSettings { min: Duration::ZERO, ..ok }, BackoffError::ZeroMin),
             (
-                BackoffSettings { min: ms(10), max: ms(5), ..ok },
-                BackoffError::MaxBelowMin { min: ms(10), max: ms(5) },
+                BackoffSettings {
+                    min: Duration::ZERO,
+                    ..ok
+                },
+                BackoffError::ZeroMin,
             ),
-            (BackoffSettings { factor: 0.5, ..ok }, BackoffError::Factor(0.5)),
+            (
+                BackoffSettings {
+                    min: ms(10),
+                    max: ms(5),
+                    ..ok
+                },
+                BackoffError::MaxBelowMin {
+                    min: ms(10),
+                    max: ms(5),
+                },
+            ),
+            (
+                BackoffSettings { factor: 0.5, ..ok },
+                BackoffError::Factor(0.5),
+            ),
         ];
         for (settings, expected) in cases {
             assert_eq!(settings.validate(), Err(expected));
         }
-        assert!(BackoffSettings { factor: f32::NAN, ..ok }.validate().is_err());
+        assert!(
+            BackoffSettings {
+                factor: f32::NAN,
+                ..ok
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

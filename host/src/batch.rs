@@ -19,13 +19,15 @@ impl BatchBuilder {
     pub fn new(kind: &Kind) -> BatchBuilder {
         let batch = match kind {
             Kind::LoadAvg => Batch::LoadAvg(Vec::new()),
-            Kind::CpuUsage => {
-                Batch::CpuUsage(CpuUsageBatch { lengths: Vec::new(), values: Vec::new() })
-            }
+            Kind::CpuUsage => Batch::CpuUsage(CpuUsageBatch {
+                lengths: Vec::new(),
+                values: Vec::new(),
+            }),
             Kind::LastKernelUpgrade => Batch::LastKernelUpgrade(Vec::new()),
-            Kind::Other(name) => {
-                Batch::Json(JsonBatch { kind: name.to_string(), values: Vec::new() })
-            }
+            Kind::Other(name) => Batch::Json(JsonBatch {
+                kind: name.to_string(),
+                values: Vec::new(),
+            }),
         };
         BatchBuilder { batch }
     }
@@ -36,11 +38,15 @@ impl BatchBuilder {
         match (&mut self.batch, value) {
             (Batch::LoadAvg(loads), Value::LoadAvg(load)) => loads.push(load),
             (Batch::CpuUsage(cpu), Value::CpuUsage(cpus)) => {
-                cpu.lengths.push(u32::try_from(cpus.len()).unwrap_or(u32::MAX));
+                cpu.lengths
+                    .push(u32::try_from(cpus.len()).unwrap_or(u32::MAX));
                 cpu.values.extend_from_slice(&cpus);
             }
             (Batch::LastKernelUpgrade(times), Value::LastKernelUpgrade(at)) => {
-                times.push(Instant { seconds: at.seconds, nanoseconds: at.nanoseconds });
+                times.push(Instant {
+                    seconds: at.seconds,
+                    nanoseconds: at.nanoseconds,
+                });
             }
             (Batch::Json(json), Value::Json(text)) => json.values.push(text.into()),
             (_, value) => return Err(value),
@@ -86,7 +92,10 @@ pub fn slice(batch: &Batch, range: Range<usize>) -> Batch {
             let start: usize = cpu.lengths[..range.start].iter().map(|&n| n as usize).sum();
             let lengths = cpu.lengths[range].to_vec();
             let end = start + lengths.iter().map(|&n| n as usize).sum::<usize>();
-            Batch::CpuUsage(CpuUsageBatch { lengths, values: cpu.values[start..end].to_vec() })
+            Batch::CpuUsage(CpuUsageBatch {
+                lengths,
+                values: cpu.values[start..end].to_vec(),
+            })
         }
         Batch::LastKernelUpgrade(times) => Batch::LastKernelUpgrade(times[range].to_vec()),
         Batch::Json(json) => Batch::Json(JsonBatch {
@@ -102,7 +111,10 @@ pub fn describe(batch: &Batch, index: usize) -> String {
         Batch::LoadAvg(loads) => serde_json::json!(loads[0]).to_string(),
         Batch::CpuUsage(cpu) => serde_json::json!(cpu.values).to_string(),
         Batch::LastKernelUpgrade(times) => {
-            format!("{{\"seconds\":{},\"nanoseconds\":{}}}", times[0].seconds, times[0].nanoseconds)
+            format!(
+                "{{\"seconds\":{},\"nanoseconds\":{}}}",
+                times[0].seconds, times[0].nanoseconds
+            )
         }
         Batch::Json(json) => json.values[0].clone(),
     }
@@ -116,7 +128,9 @@ mod tests {
     fn cpu_batch(payloads: &[&[f64]]) -> Batch {
         let mut builder = BatchBuilder::new(&Kind::CpuUsage);
         for cpus in payloads {
-            builder.push(Value::CpuUsage(cpus.to_vec())).expect("cpu value");
+            builder
+                .push(Value::CpuUsage(cpus.to_vec()))
+                .expect("cpu value");
         }
         builder.finish()
     }
@@ -126,7 +140,9 @@ mod tests {
         let batch = cpu_batch(&[&[0.1, 0.2], &[0.3], &[0.4, 0.5, 0.6]]);
         assert_eq!(len(&batch), 3);
         assert_eq!(kind(&batch), "cpu_usage");
-        let Batch::CpuUsage(middle) = slice(&batch, 1..3) else { panic!("not cpu") };
+        let Batch::CpuUsage(middle) = slice(&batch, 1..3) else {
+            panic!("not cpu")
+        };
         assert_eq!(middle.lengths, vec![1, 3]);
         assert_eq!(middle.values, vec![0.3, 0.4, 0.5, 0.6]);
         assert_eq!(describe(&batch, 2), "[0.4,0.5,0.6]");
@@ -138,16 +154,24 @@ mod tests {
         let mut builder = BatchBuilder::new(&Kind::LoadAvg);
         assert_eq!(builder.push(Value::LoadAvg(0.5)), Ok(()));
         assert!(builder.push(Value::CpuUsage(vec![0.5])).is_err());
-        let at = Timestamp { seconds: 1, nanoseconds: 2 };
+        let at = Timestamp {
+            seconds: 1,
+            nanoseconds: 2,
+        };
         let mut times = BatchBuilder::new(&Kind::LastKernelUpgrade);
         assert_eq!(times.push(Value::LastKernelUpgrade(at)), Ok(()));
-        assert_eq!(describe(&times.finish(), 0), r#"{"seconds":1,"nanoseconds":2}"#);
+        assert_eq!(
+            describe(&times.finish(), 0),
+            r#"{"seconds":1,"nanoseconds":2}"#
+        );
     }
 
     #[test]
     fn other_types_travel_as_json_text() {
         let mut builder = BatchBuilder::new(&Kind::from_name("disk_usage"));
-        builder.push(Value::Json(r#"{"/":0.5}"#.into())).expect("json value");
+        builder
+            .push(Value::Json(r#"{"/":0.5}"#.into()))
+            .expect("json value");
         let batch = builder.finish();
         assert_eq!(kind(&batch), "disk_usage");
         assert_eq!(describe(&batch, 0), r#"{"/":0.5}"#);

@@ -45,7 +45,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL")]
     pub source: Option<Url>,
     /// API token, sent as the Basic-auth user name.
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "SLUICE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// Directory of handler plugins (`*.wasm` components). Without it, the
     /// bundled handlers are used.
@@ -90,13 +95,34 @@ fn duration(text: &str) -> Result<Duration, String> {
 impl RunArgs {
     /// The pipeline settings these flags ask for, with `source` as the URL.
     pub fn config(&self, source: Url) -> anyhow::Result<PipelineConfig> {
-        let retry = BackoffSettings { min: self.retry_min, max: self.retry_max, factor: 2.0 };
-        retry.validate().context("invalid --retry-min/--retry-max")?;
-        anyhow::ensure!(!self.connect_timeout.is_zero(), "--connect-timeout must be above zero");
-        anyhow::ensure!(!self.request_timeout.is_zero(), "--request-timeout must be above zero");
-        anyhow::ensure!(!self.plugin_deadline.is_zero(), "--plugin-deadline must be above zero");
-        anyhow::ensure!(self.plugin_memory_mib > 0, "--plugin-memory-mib must be above zero");
-        anyhow::ensure!(self.max_body_bytes > 0, "--max-body-bytes must be above zero");
+        let retry = BackoffSettings {
+            min: self.retry_min,
+            max: self.retry_max,
+            factor: 2.0,
+        };
+        retry
+            .validate()
+            .context("invalid --retry-min/--retry-max")?;
+        anyhow::ensure!(
+            !self.connect_timeout.is_zero(),
+            "--connect-timeout must be above zero"
+        );
+        anyhow::ensure!(
+            !self.request_timeout.is_zero(),
+            "--request-timeout must be above zero"
+        );
+        anyhow::ensure!(
+            !self.plugin_deadline.is_zero(),
+            "--plugin-deadline must be above zero"
+        );
+        anyhow::ensure!(
+            self.plugin_memory_mib > 0,
+            "--plugin-memory-mib must be above zero"
+        );
+        anyhow::ensure!(
+            self.max_body_bytes > 0,
+            "--max-body-bytes must be above zero"
+        );
         anyhow::ensure!(
             matches!(source.scheme(), "http" | "https"),
             "--source must be an http or https URL, not {:?}",
@@ -111,7 +137,11 @@ impl RunArgs {
         source_config.request_timeout = self.request_timeout;
         source_config.max_body_bytes = self.max_body_bytes;
         source_config.ca_bundle = self.ca_bundle.clone();
-        let ingest = IngestConfig { source: source_config, retry, min_interval: self.poll_interval };
+        let ingest = IngestConfig {
+            source: source_config,
+            retry,
+            min_interval: self.poll_interval,
+        };
         let mut config = PipelineConfig::new(ingest);
         config.plugins = match &self.plugins {
             Some(dir) => PluginSource::Dir(dir.clone()),
@@ -150,7 +180,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(url) => url.clone(),
         None => {
             let demo = DemoApi::start(stop.child_token()).await?;
-            println!("sluice: no --source given: polling the built-in demo API at {}", demo.url);
+            println!(
+                "sluice: no --source given: polling the built-in demo API at {}",
+                demo.url
+            );
             demo.url
         }
     };
@@ -158,7 +191,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = crate::admin::bind(args.admin).await?;
     let admin_addr = listener.local_addr()?;
     let pipeline = Arc::new(Pipeline::start(config).await?);
-    let admin = tokio::spawn(crate::admin::serve(listener, Arc::clone(&pipeline), stop.child_token()));
+    let admin = tokio::spawn(crate::admin::serve(
+        listener,
+        Arc::clone(&pipeline),
+        stop.child_token(),
+    ));
     println!("sluice: admin at http://{admin_addr} (try /components and /plugins)");
 
     let mut states = pipeline.engine().watch();
@@ -185,7 +222,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         accounts.rejected_total(),
         accounts.in_flight()
     );
-    anyhow::ensure!(report.clean, "components still running at the deadline: {:?}", report.still_running);
+    anyhow::ensure!(
+        report.clean,
+        "components still running at the deadline: {:?}",
+        report.still_running
+    );
     Ok(())
 }
 

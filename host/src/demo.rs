@@ -42,15 +42,25 @@ impl DemoApi {
 
 async fn metrics() -> Response {
     let body = serde_json::Value::Array((0..fastrand::usize(0..=9)).map(|_| envelope()).collect());
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.to_string())
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.to_string(),
+    )
         .into_response()
 }
 
 /// One random envelope of a known type.
 pub fn envelope() -> serde_json::Value {
     let (kind, value) = match fastrand::u8(0..3) {
-        0 => ("load_avg", serde_json::json!(shortest(fastrand::f32() * 4.0))),
-        1 => ("cpu_usage", (0..5).map(|_| shortest(fastrand::f32())).collect()),
+        0 => (
+            "load_avg",
+            serde_json::json!(shortest(fastrand::f32() * 4.0)),
+        ),
+        1 => (
+            "cpu_usage",
+            (0..5).map(|_| shortest(fastrand::f32())).collect(),
+        ),
         _ => ("last_kernel_upgrade", serde_json::json!(timestamp())),
     };
     serde_json::json!({ "type": kind, "payload": { "value": value } })

@@ -47,7 +47,8 @@ impl Counts {
 
     /// Payloads received whose fate is not known yet.
     pub fn in_flight(&self) -> u64 {
-        self.received.saturating_sub(self.applied + self.rejected_total())
+        self.received
+            .saturating_sub(self.applied + self.rejected_total())
     }
 
     fn add(&mut self, other: &Counts) {
@@ -124,8 +125,11 @@ impl Accounts {
                 "in_flight": c.in_flight(),
             })
         };
-        let types: serde_json::Map<_, _> =
-            self.types.iter().map(|(kind, c)| (kind.clone(), view(c))).collect();
+        let types: serde_json::Map<_, _> = self
+            .types
+            .iter()
+            .map(|(kind, c)| (kind.clone(), view(c)))
+            .collect();
         serde_json::json!({ "total": view(&self.total()), "types": types })
     }
 
@@ -148,7 +152,9 @@ pub struct Ledger {
 
 impl Default for Ledger {
     fn default() -> Self {
-        Ledger { accounts: watch::Sender::new(Accounts::default()) }
+        Ledger {
+            accounts: watch::Sender::new(Accounts::default()),
+        }
     }
 }
 
@@ -170,7 +176,8 @@ impl Ledger {
     /// Counts `n` payloads of type `kind` applied to their aggregate.
     pub fn applied(&self, kind: &str, n: u64) {
         if n > 0 {
-            self.accounts.send_modify(|accounts| accounts.entry(kind).applied += n);
+            self.accounts
+                .send_modify(|accounts| accounts.entry(kind).applied += n);
         }
     }
 
@@ -178,7 +185,11 @@ impl Ledger {
     pub fn rejected(&self, rejections: impl IntoIterator<Item = Rejection>) {
         self.accounts.send_modify(|accounts| {
             for rejection in rejections {
-                *accounts.entry(&rejection.kind).rejected.entry(rejection.reason).or_default() += 1;
+                *accounts
+                    .entry(&rejection.kind)
+                    .rejected
+                    .entry(rejection.reason)
+                    .or_default() += 1;
                 if accounts.recent.len() == RECENT {
                     accounts.recent.pop_front();
                 }
@@ -201,7 +212,12 @@ impl Ledger {
 impl Rejection {
     /// A rejection made now.
     pub fn now(kind: &str, reason: &'static str, detail: impl Into<String>) -> Rejection {
-        Rejection { kind: kind.to_owned(), reason, detail: detail.into(), at: SystemTime::now() }
+        Rejection {
+            kind: kind.to_owned(),
+            reason,
+            detail: detail.into(),
+            at: SystemTime::now(),
+        }
     }
 }
 
@@ -218,12 +234,21 @@ mod tests {
         ledger.applied("cpu_usage", 3);
         let accounts = ledger.snapshot();
         let load = accounts.of("load_avg");
-        assert_eq!((load.received, load.applied, load.rejected_total()), (5, 3, 1));
+        assert_eq!(
+            (load.received, load.applied, load.rejected_total()),
+            (5, 3, 1)
+        );
         assert_eq!(load.in_flight(), 1);
         assert_eq!(accounts.of("cpu_usage").in_flight(), 0);
         let total = accounts.total();
-        assert_eq!((total.received, total.applied, total.in_flight()), (8, 6, 1));
-        assert_eq!(accounts.to_json()["types"]["load_avg"]["rejected"]["out_of_range"], 1);
+        assert_eq!(
+            (total.received, total.applied, total.in_flight()),
+            (8, 6, 1)
+        );
+        assert_eq!(
+            accounts.to_json()["types"]["load_avg"]["rejected"]["out_of_range"],
+            1
+        );
     }
 
     #[test]
@@ -246,6 +271,9 @@ mod tests {
         let kept: Vec<_> = accounts.recent().map(|r| r.detail.clone()).collect();
         assert_eq!(kept.len(), RECENT);
         assert_eq!(kept.first().map(String::as_str), Some("5"));
-        assert_eq!(accounts.of("x").rejected["wrong_shape"], (RECENT + 5) as u64);
+        assert_eq!(
+            accounts.of("x").rejected["wrong_shape"],
+            (RECENT + 5) as u64
+        );
     }
 }

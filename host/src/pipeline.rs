@@ -86,10 +86,16 @@ impl Pipeline {
     /// Loads the plugins and starts every component. Fails on settings that
     /// cannot work; a plugin that cannot be loaded is reported, not fatal.
     pub async fn start(config: PipelineConfig) -> anyhow::Result<Pipeline> {
-        anyhow::ensure!(config.ingest_queue > 0, "the ingest queue needs room for a response");
-        anyhow::ensure!(config.handler_queue > 0, "a handler queue needs room for a batch");
+        anyhow::ensure!(
+            config.ingest_queue > 0,
+            "the ingest queue needs room for a response"
+        );
+        anyhow::ensure!(
+            config.handler_queue > 0,
+            "a handler queue needs room for a batch"
+        );
         let ledger = Arc::new(Ledger::new());
-        let runtime = Runtime::new(config.limits.clone()).context("cannot start the wasm runtime")?;
+        let runtime = Runtime::new(config.limits).context("cannot start the wasm runtime")?;
         let (plugins, mut failures) = load_plugins(&runtime, &config.plugins)?;
 
         let mut slots = BTreeMap::new();
@@ -97,12 +103,18 @@ impl Pipeline {
         for plugin in plugins {
             if let Err(error) = claim(&mut routes, &slots, &plugin) {
                 tracing::error!(plugin = %plugin.source(), %error, "plugin not loaded");
-                failures.push(PluginFailure { source: plugin.source().to_owned(), error });
+                failures.push(PluginFailure {
+                    source: plugin.source().to_owned(),
+                    error,
+                });
                 continue;
             }
             let slot = Arc::new(Slot::new(plugin, config.handler_queue, Arc::clone(&ledger)));
             for kind in slot.plugin().types() {
-                let route = Route { plugin: slot.plugin().name().to_owned(), queue: slot.sender() };
+                let route = Route {
+                    plugin: slot.plugin().name().to_owned(),
+                    queue: slot.sender(),
+                };
                 routes.insert(kind.clone(), route);
             }
             slots.insert(slot.plugin().name().to_owned(), slot);
@@ -122,13 +134,30 @@ impl Pipeline {
 
         let mut manifolds = vec![
             manifold("ingest", &[], &ingest, Ingest::run, Ingest::report),
-            manifold("dispatch", &["ingest"], &dispatch, Dispatch::run, Dispatch::report),
+            manifold(
+                "dispatch",
+                &["ingest"],
+                &dispatch,
+                Dispatch::run,
+                Dispatch::report,
+            ),
         ];
         for slot in slots.values() {
-            manifolds.push(manifold(&slot.component(), &["dispatch"], slot, Slot::run, Slot::report));
+            manifolds.push(manifold(
+                &slot.component(),
+                &["dispatch"],
+                slot,
+                Slot::run,
+                Slot::report,
+            ));
         }
         let engine = Engine::start(config.engine, manifolds).context("cannot start the engine")?;
-        Ok(Pipeline { engine, ledger, slots, failures })
+        Ok(Pipeline {
+            engine,
+            ledger,
+            slots,
+            failures,
+        })
     }
 
     /// The engine that supervises the components.
@@ -221,11 +250,17 @@ fn claim(
     plugin: &Plugin,
 ) -> Result<(), String> {
     if slots.contains_key(plugin.name()) {
-        return Err(format!("another plugin is already named {:?}", plugin.name()));
+        return Err(format!(
+            "another plugin is already named {:?}",
+            plugin.name()
+        ));
     }
     for kind in plugin.types() {
         if let Some(route) = routes.get(kind) {
-            return Err(format!("type {kind:?} is already handled by plugin {:?}", route.plugin));
+            return Err(format!(
+                "type {kind:?} is already handled by plugin {:?}",
+                route.plugin
+            ));
         }
     }
     Ok(())
@@ -240,7 +275,10 @@ fn load_plugins(
     match source {
         PluginSource::Bundled => {
             for bundled in plugin::bundled() {
-                candidates.push((format!("bundled:{}", bundled.name), Ok(bundled.bytes.to_vec())));
+                candidates.push((
+                    format!("bundled:{}", bundled.name),
+                    Ok(bundled.bytes.to_vec()),
+                ));
             }
         }
         PluginSource::Dir(dir) => {
@@ -270,7 +308,9 @@ fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .with_context(|| format!("cannot read the plugin directory {}", dir.display()))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
         if path.extension().is_some_and(|ext| ext == "wasm") && path.is_file() {
             files.push(path);
         }

@@ -10,7 +10,10 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 fn sluice() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
     command
 }
 
@@ -24,18 +27,25 @@ async fn line_starting(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) 
         }
         panic!("sluice exited before printing {prefix:?}");
     };
-    tokio::time::timeout(PATIENCE, read).await.expect("the line comes in time")
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the line comes in time")
 }
 
 fn terminate(child: &Child) {
     let pid = child.id().expect("the child runs").to_string();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
     assert!(status.expect("kill runs").success());
 }
 
 #[tokio::test]
 async fn run_with_no_flags_polls_the_demo_api_and_the_aggregates_grow() {
-    let mut child = sluice().args(["run", "--admin", "127.0.0.1:0"]).spawn().expect("sluice starts");
+    let mut child = sluice()
+        .args(["run", "--admin", "127.0.0.1:0"])
+        .spawn()
+        .expect("sluice starts");
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut lines = BufReader::new(stdout).lines();
     let admin = line_starting(&mut lines, "sluice: admin at ").await;
@@ -48,36 +58,67 @@ async fn run_with_no_flags_polls_the_demo_api_and_the_aggregates_grow() {
     line_starting(&mut lines, "sluice: ready").await;
 
     let get = |path: String| async move {
-        reqwest::get(path).await.expect("admin answers").json::<serde_json::Value>().await
+        reqwest::get(path)
+            .await
+            .expect("admin answers")
+            .json::<serde_json::Value>()
+            .await
     };
-    let first = get(format!("{admin}/accounts?min_applied=300&wait=60s")).await.expect("JSON");
+    let first = get(format!("{admin}/accounts?min_applied=300&wait=60s"))
+        .await
+        .expect("JSON");
     let applied = first["total"]["applied"].as_u64().expect("a count");
     assert!(applied >= 300, "{first}");
     let plugins = get(format!("{admin}/plugins")).await.expect("JSON");
     let plugins = plugins.as_array().expect("an array");
     assert_eq!(plugins.len(), 3);
     for plugin in plugins {
-        assert!(plugin["state"]["count"].as_u64().is_some_and(|n| n > 0), "{plugin}");
+        assert!(
+            plugin["state"]["count"].as_u64().is_some_and(|n| n > 0),
+            "{plugin}"
+        );
     }
-    let later = get(format!("{admin}/accounts?min_applied={}&wait=60s", applied + 100))
-        .await
-        .expect("JSON");
-    assert!(later["total"]["applied"].as_u64().is_some_and(|n| n >= applied + 100), "{later}");
+    let later = get(format!(
+        "{admin}/accounts?min_applied={}&wait=60s",
+        applied + 100
+    ))
+    .await
+    .expect("JSON");
+    assert!(
+        later["total"]["applied"]
+            .as_u64()
+            .is_some_and(|n| n >= applied + 100),
+        "{later}"
+    );
 
     terminate(&child);
     line_starting(&mut lines, "sluice: stopped").await;
-    let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("exits in time");
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("exits in time");
     assert!(status.expect("an exit status").success());
 }
 
 #[tokio::test]
 async fn a_bad_flag_is_named_in_the_error() {
     let cases = [
-        (vec!["run", "--request-timeout", "soon"], "--request-timeout"),
-        (vec!["run", "--retry-min", "5s", "--retry-max", "1s"], "--retry-max"),
-        (vec!["run", "--source", "ftp://example.invalid/metrics"], "--source"),
+        (
+            vec!["run", "--request-timeout", "soon"],
+            "--request-timeout",
+        ),
+        (
+            vec!["run", "--retry-min", "5s", "--retry-max", "1s"],
+            "--retry-max",
+        ),
+        (
+            vec!["run", "--source", "ftp://example.invalid/metrics"],
+            "--source",
+        ),
         (vec!["run", "--admin", "not-an-address"], "--admin"),
-        (vec!["run", "--plugins", "/nonexistent/plugins"], "/nonexistent/plugins"),
+        (
+            vec!["run", "--plugins", "/nonexistent/plugins"],
+            "/nonexistent/plugins",
+        ),
     ];
     for (args, named) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -7,6 +7,7 @@
 //! never answer, or send half a body.
 
 pub mod expected;
+pub mod host;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,7 +32,19 @@ pub enum Reply {
     Close,
     /// Never answer.
     Hang,
-    /// Announce `len` bytes of body, send the first `sent` of `body`, close.
+    /// Status 200 with this body sent `chunk` bytes at a time, one chunk
+    /// every `every`: a slow-loris body.
+    Trickle {
+        /// The whole body.
+        body: String,
+        /// Bytes per write.
+        chunk: usize,
+        /// Time between writes.
+        every: Duration,
+    },
+    /// Status 200 with this body in chunked encoding, with no length given.
+    Chunked(String),
+    /// Announce the length of `body`, send its first `sent` bytes, close.
     CutOff {
         /// The whole body.
         body: String,
@@ -54,7 +67,7 @@ pub struct Served {
 struct Shared {
     script: Mutex<VecDeque<Reply>>,
     idle: Mutex<Reply>,
-    token: Option<String>,
+    token: Mutex<Option<String>>,
     served: watch::Sender<Served>,
 }
 
@@ -71,18 +84,34 @@ impl TestApi {
     /// it gets 401 (scripted replies other than entries come first, as the
     /// reference server draws its faults before checking the token).
     pub async fn start(script: Vec<Reply>, token: Option<&str>) -> TestApi {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        TestApi::listen(listener, script, token)
+    }
+
+    /// Like [`TestApi::start`], on a given loopback address.
+    pub async fn start_on(addr: SocketAddr, script: Vec<Reply>) -> TestApi {
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind the loopback address");
+        TestApi::listen(listener, script, None)
+    }
+
+    fn listen(listener: TcpListener, script: Vec<Reply>, token: Option<&str>) -> TestApi {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let shared = Arc::new(Shared {
             script: Mutex::new(script.into()),
             idle: Mutex::new(Reply::Entries(Vec::new())),
-            token: token.map(str::to_owned),
+            token: Mutex::new(token.map(str::to_owned)),
             served: watch::Sender::new(Served::default()),
         });
         let accepting = Arc::clone(&shared);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&accepting)));
+                tokio::spawn(serve_connection(stream, Arc::clone(&accepting)));
             }
         });
         TestApi { addr, shared }
@@ -98,6 +127,11 @@ impl TestApi {
         lock(&self.shared.script).extend(replies);
     }
 
+    /// Changes the token the server expects.
+    pub fn set_token(&self, token: Option<&str>) {
+        *lock(&self.shared.token) = token.map(str::to_owned);
+    }
+
     /// Sets the reply given once the script is over.
     pub fn set_idle(&self, reply: Reply) {
         *lock(&self.shared.idle) = reply;
@@ -111,7 +145,10 @@ impl TestApi {
     /// Waits until `done` holds for what was served.
     pub async fn wait_for(&self, done: impl FnMut(&Served) -> bool) -> Served {
         let mut served = self.shared.served.subscribe();
-        let seen = served.wait_for(done).await.expect("the server outlives its handle");
+        let seen = served
+            .wait_for(done)
+            .await
+            .expect("the server outlives its handle");
         seen.clone()
     }
 }
@@ -121,18 +158,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Serves the requests of one connection.
-async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let mut stream = BufReader::new(stream);
     loop {
-        let Some(authorization) = read_request(&mut stream).await else { return };
+        let Some(authorization) = read_request(&mut stream).await else {
+            return;
+        };
         let scripted = lock(&shared.script).pop_front();
-        let is_scripted = scripted.is_some();
+        let mut is_scripted = scripted.is_some();
         let mut reply = scripted.unwrap_or_else(|| lock(&shared.idle).clone());
-        let authorized = match &shared.token {
+        let authorized = match &*lock(&shared.token) {
             None => true,
             Some(token) => authorization.as_deref() == Some(basic(token).as_str()),
         };
         if !authorized && matches!(reply, Reply::Entries(_) | Reply::Body(_)) {
+            // Faults come before the token check; a body only after it. The
+            // body is kept for a request that brings the right token.
+            if is_scripted {
+                lock(&shared.script).push_front(reply);
+                is_scripted = false;
+            }
             reply = Reply::Status(401, Vec::new());
         }
         shared.served.send_modify(|served| {
@@ -154,6 +199,30 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 std::future::pending::<()>().await;
                 false
             }
+            Reply::Trickle { body, chunk, every } => {
+                let head = head(200, &[], body.len());
+                if stream.get_mut().write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for part in body.as_bytes().chunks(chunk.max(1)) {
+                    tokio::time::sleep(every).await;
+                    if stream.get_mut().write_all(part).await.is_err() {
+                        return;
+                    }
+                }
+                true
+            }
+            Reply::Chunked(body) => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+                let mut message = head.as_bytes().to_vec();
+                for part in body.as_bytes().chunks(64 * 1024) {
+                    message.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                    message.extend_from_slice(part);
+                    message.extend_from_slice(b"\r\n");
+                }
+                message.extend_from_slice(b"0\r\n\r\n");
+                stream.get_mut().write_all(&message).await.is_ok()
+            }
             Reply::CutOff { body, sent } => {
                 let head = head(200, &[], body.len());
                 let part = &body.as_bytes()[..sent.min(body.len())];
@@ -170,7 +239,10 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 
 /// The `Authorization` header a client with `token` sends.
 pub fn basic(token: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{token}:")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{token}:"))
+    )
 }
 
 /// Reads a request head; returns its `Authorization` header, or `None` when
@@ -267,7 +339,10 @@ pub fn envelope(kind: &str, value: serde_json::Value) -> serde_json::Value {
 
 /// Splits entries into replies of at most `per_reply` entries.
 pub fn replies(entries: &[serde_json::Value], per_reply: usize) -> Vec<Reply> {
-    entries.chunks(per_reply.max(1)).map(|chunk| Reply::Entries(chunk.to_vec())).collect()
+    entries
+        .chunks(per_reply.max(1))
+        .map(|chunk| Reply::Entries(chunk.to_vec()))
+        .collect()
 }
 
 /// A delay that tests use only as a bound on waiting, never as a wait.

@@ -1,96 +1,15 @@
 //! The whole pipeline against the test API server: real HTTP on loopback,
 //! the real host, the bundled wasm plugins.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use sluice::backoff::BackoffSettings;
 use sluice::engine::{ComponentReport, ComponentState};
-use sluice::ingest::{IngestConfig, Secret, SourceConfig};
-use sluice::pipeline::{Pipeline, PipelineConfig};
-use sluice_tests::expected::Expected;
-use sluice_tests::{PATIENCE, Reply, TestApi, envelope, known_entries, replies};
-use tokio_util::sync::CancellationToken;
-
-/// A pipeline polling `api`, with its admin server on a loopback port.
-struct Host {
-    pipeline: Arc<Pipeline>,
-    admin: String,
-    stop: CancellationToken,
-}
-
-impl Host {
-    async fn start(api: &TestApi, token: Option<&str>) -> Host {
-        let mut source = SourceConfig::new(api.url().parse().expect("a valid URL"));
-        source.token = token.map(Secret::new);
-        let retry = BackoffSettings {
-            min: Duration::from_millis(1),
-            max: Duration::from_millis(20),
-            factor: 2.0,
-        };
-        let config = PipelineConfig::new(IngestConfig { source, retry, min_interval: Duration::ZERO });
-        let pipeline = Arc::new(Pipeline::start(config).await.expect("the pipeline starts"));
-        let listener = sluice::admin::bind("127.0.0.1:0".parse().expect("an address"))
-            .await
-            .expect("bind the admin port");
-        let admin = format!("http://{}", listener.local_addr().expect("an address"));
-        let stop = CancellationToken::new();
-        tokio::spawn(sluice::admin::serve(listener, Arc::clone(&pipeline), stop.clone()));
-        Host { pipeline, admin, stop }
-    }
-
-    async fn get(&self, path: &str) -> serde_json::Value {
-        reqwest::get(format!("{}{path}", self.admin))
-            .await
-            .expect("the admin server answers")
-            .json()
-            .await
-            .expect("the admin server answers JSON")
-    }
-
-    /// Waits until every payload the server delivered has met its fate.
-    async fn settle(&self, delivered: usize) {
-        let mut accounts = self.pipeline.ledger().subscribe();
-        let settled = accounts.wait_for(|a| {
-            let total = a.total();
-            total.received == delivered as u64 && total.in_flight() == 0
-        });
-        tokio::time::timeout(PATIENCE, settled)
-            .await
-            .expect("every payload is accounted for in time")
-            .expect("the ledger lives");
-    }
-
-    /// Waits until the engine report satisfies `done`.
-    async fn wait_components(&self, done: impl FnMut(&Vec<ComponentReport>) -> bool) {
-        let mut states = self.pipeline.engine().watch();
-        tokio::time::timeout(PATIENCE, states.wait_for(done))
-            .await
-            .expect("the components reach the state in time")
-            .expect("the engine lives");
-    }
-
-    async fn check_aggregates(&self, entries: &[serde_json::Value]) {
-        let expected = Expected::from_entries(entries);
-        let plugins = self.get("/plugins").await;
-        let plugins = plugins.as_array().expect("an array of plugins");
-        assert_eq!(plugins.len(), 3, "{plugins:?}");
-        for plugin in plugins {
-            let name = plugin["name"].as_str().expect("a name");
-            assert_eq!(plugin["types"], serde_json::json!([name]));
-            expected.check(name, &plugin["state"]).unwrap_or_else(|diff| panic!("{diff}"));
-        }
-    }
-
-    async fn stop(self) {
-        let report = self.pipeline.shutdown().await;
-        assert!(report.clean, "components did not stop: {:?}", report.still_running);
-        self.stop.cancel();
-    }
-}
+use sluice_tests::host::Host;
+use sluice_tests::{Reply, TestApi, envelope, known_entries, replies};
 
 fn component<'a>(reports: &'a [ComponentReport], name: &str) -> &'a ComponentReport {
-    reports.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no component {name}"))
+    reports
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no component {name}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +18,9 @@ async fn aggregates_equal_those_computed_from_what_the_server_sent() {
     let api = TestApi::start(replies(&entries, 7), Some("s3cret")).await;
     let host = Host::start(&api, Some("s3cret")).await;
 
-    let served = api.wait_for(|s| s.scripted == entries.len().div_ceil(7) as u64).await;
+    let served = api
+        .wait_for(|s| s.scripted == entries.len().div_ceil(7) as u64)
+        .await;
     assert_eq!(served.delivered, entries);
     host.settle(entries.len()).await;
 
@@ -115,7 +36,8 @@ async fn aggregates_equal_those_computed_from_what_the_server_sent() {
 async fn components_start_in_dependency_order_and_report_themselves() {
     let api = TestApi::start(Vec::new(), None).await;
     let host = Host::start(&api, None).await;
-    host.wait_components(|rs| rs.iter().all(|r| r.state == ComponentState::Running)).await;
+    host.wait_components(|rs| rs.iter().all(|r| r.state == ComponentState::Running))
+        .await;
 
     let components = host.get("/components").await;
     let names: Vec<_> = components
@@ -126,7 +48,13 @@ async fn components_start_in_dependency_order_and_report_themselves() {
         .collect();
     assert_eq!(
         names,
-        ["ingest", "dispatch", "handler:cpu_usage", "handler:last_kernel_upgrade", "handler:load_avg"]
+        [
+            "ingest",
+            "dispatch",
+            "handler:cpu_usage",
+            "handler:last_kernel_upgrade",
+            "handler:load_avg"
+        ]
     );
     for component in components.as_array().expect("an array") {
         let inputs = match component["name"].as_str() {
@@ -140,7 +68,9 @@ async fn components_start_in_dependency_order_and_report_themselves() {
         assert!(component["last_error"].is_null());
         assert!(component["report"].is_object());
     }
-    let ready = reqwest::get(format!("{}/ready", host.admin)).await.expect("an answer");
+    let ready = reqwest::get(format!("{}/ready", host.admin))
+        .await
+        .expect("an answer");
     assert_eq!(ready.status(), 200);
     host.stop().await;
 }
@@ -153,13 +83,20 @@ async fn a_restarted_component_bounces_its_dependents_and_loses_no_payload() {
     let host = Host::start(&api, None).await;
     api.wait_for(|s| s.scripted == 60).await;
 
-    host.pipeline.engine().restart("dispatch").await.expect("dispatch exists");
+    host.pipeline
+        .engine()
+        .restart("dispatch")
+        .await
+        .expect("dispatch exists");
     api.push(replies(&second, 5));
     host.wait_components(|rs| {
         let dispatch = component(rs, "dispatch");
         dispatch.starts == 2
             && rs.iter().all(|r| r.state == ComponentState::Running)
-            && rs.iter().filter(|r| r.name.starts_with("handler:")).all(|r| r.starts == 2)
+            && rs
+                .iter()
+                .filter(|r| r.name.starts_with("handler:"))
+                .all(|r| r.starts == 2)
     })
     .await;
 
@@ -173,7 +110,11 @@ async fn a_restarted_component_bounces_its_dependents_and_loses_no_payload() {
     assert_eq!(dispatch.restarts, 1);
     assert_eq!(dispatch.last_error.as_deref(), Some("restarted by request"));
     let ingest = component(&reports, "ingest");
-    assert_eq!((ingest.starts, ingest.bounces), (1, 0), "ingest does not depend on dispatch");
+    assert_eq!(
+        (ingest.starts, ingest.bounces),
+        (1, 0),
+        "ingest does not depend on dispatch"
+    );
     for handler in reports.iter().filter(|r| r.name.starts_with("handler:")) {
         assert_eq!(handler.bounces, 1, "{} was not bounced", handler.name);
         assert!(handler.last_error.is_none());
@@ -201,9 +142,18 @@ async fn bad_and_unknown_entries_are_counted_while_the_rest_go_through() {
     let accounts = host.get("/accounts").await;
     assert_eq!(accounts["total"]["applied"], 6);
     assert_eq!(accounts["types"]["load_avg"]["rejected"]["wrong_shape"], 1);
-    assert_eq!(accounts["types"]["cpu_usage"]["rejected"]["out_of_range"], 1);
-    assert_eq!(accounts["types"]["(untyped)"]["rejected"]["missing_type"], 1);
-    assert_eq!(accounts["types"]["(untyped)"]["rejected"]["not_an_object"], 1);
+    assert_eq!(
+        accounts["types"]["cpu_usage"]["rejected"]["out_of_range"],
+        1
+    );
+    assert_eq!(
+        accounts["types"]["(untyped)"]["rejected"]["missing_type"],
+        1
+    );
+    assert_eq!(
+        accounts["types"]["(untyped)"]["rejected"]["not_an_object"],
+        1
+    );
     assert_eq!(accounts["types"]["disk_usage"]["rejected"]["unhandled"], 1);
 
     let components = host.get("/components").await;
@@ -211,8 +161,14 @@ async fn bad_and_unknown_entries_are_counted_while_the_rest_go_through() {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["name"] == "dispatch"))
         .expect("a dispatch component");
-    let recent = dispatch["report"]["recent_rejections"].as_array().expect("recent rejections");
+    let recent = dispatch["report"]["recent_rejections"]
+        .as_array()
+        .expect("recent rejections");
     assert_eq!(recent.len(), 5);
-    assert!(recent.iter().any(|r| r["detail"].as_str().is_some_and(|d| d.contains("disk_usage"))));
+    assert!(recent.iter().any(|r| {
+        r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("disk_usage"))
+    }));
     host.stop().await;
 }

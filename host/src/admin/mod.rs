@@ -66,7 +66,11 @@ async fn live() -> Json<serde_json::Value> {
 
 async fn ready(State(pipeline): State<Arc<Pipeline>>) -> Response {
     let ready = pipeline.engine().ready().await;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({ "ready": ready }))).into_response()
 }
 
@@ -77,7 +81,10 @@ async fn components(State(pipeline): State<Arc<Pipeline>>) -> Response {
 async fn restart(State(pipeline): State<Arc<Pipeline>>, Path(name): Path<String>) -> Response {
     match pipeline.engine().restart(&name).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "restarting": name }))).into_response(),
-        Err(err) => (StatusCode::NOT_FOUND, Json(json!({ "error": err.to_string() })))
+        Err(err) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": err.to_string() })),
+        )
             .into_response(),
     }
 }
@@ -112,7 +119,12 @@ async fn accounts(
     State(pipeline): State<Arc<Pipeline>>,
     Query(query): Query<AccountsQuery>,
 ) -> Response {
-    let wait = match query.wait.as_deref().map(humantime::parse_duration).transpose() {
+    let wait = match query
+        .wait
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+    {
         Ok(wait) => wait.unwrap_or(Duration::ZERO).min(MAX_WAIT),
         Err(err) => {
             let error = format!("invalid wait: {err}");

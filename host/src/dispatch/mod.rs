@@ -81,8 +81,8 @@ impl Dispatch {
         let accounts = self.ledger.snapshot();
         report["stashed"] = lock(&self.stash).len().into();
         report["accounts"] = accounts.to_json();
-        report["recent_rejections"] = serde_json::to_value(accounts.recent().collect::<Vec<_>>())
-            .unwrap_or_default();
+        report["recent_rejections"] =
+            serde_json::to_value(accounts.recent().collect::<Vec<_>>()).unwrap_or_default();
         report
     }
 
@@ -134,7 +134,13 @@ impl Dispatch {
         self.ledger.rejected(rejections);
         let received_at = response.received_at;
         lock(&self.stash).extend(groups.into_iter().map(|(_, route, builder)| {
-            (route, Arc::new(Delivery { batch: builder.finish(), received_at }))
+            (
+                route,
+                Arc::new(Delivery {
+                    batch: builder.finish(),
+                    received_at,
+                }),
+            )
         }));
     }
 
@@ -146,7 +152,9 @@ impl Dispatch {
                 return;
             };
             let permit = route.queue.reserve().await;
-            let Some((_, delivery)) = lock(&self.stash).pop_front() else { return };
+            let Some((_, delivery)) = lock(&self.stash).pop_front() else {
+                return;
+            };
             let count = crate::batch::len(&delivery.batch) as u64;
             match permit {
                 Ok(permit) => {

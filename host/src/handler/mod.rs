@@ -193,7 +193,10 @@ impl Slot {
     pub async fn run(self: Arc<Self>, ctx: Context) -> anyhow::Result<()> {
         // The queue's receiving end is leased by this run alone.
         let mut queue = self.queue.lock().await;
-        let mut worker = Worker { slot: Arc::clone(&self), instance: None };
+        let mut worker = Worker {
+            slot: Arc::clone(&self),
+            instance: None,
+        };
         tracing::info!(plugin = %self.plugin.name(), run = ctx.run(), "handling");
         loop {
             let in_hand = lock(&self.in_hand).clone();
@@ -201,7 +204,11 @@ impl Slot {
                 Some(in_hand) => in_hand,
                 None => {
                     let delivery = queue.recv().await.context("the handler queue is closed")?;
-                    let in_hand = InHand { delivery, done: 0, one_by_one: false };
+                    let in_hand = InHand {
+                        delivery,
+                        done: 0,
+                        one_by_one: false,
+                    };
                     *lock(&self.in_hand) = Some(in_hand.clone());
                     in_hand
                 }
@@ -213,7 +220,9 @@ impl Slot {
     /// Keeps the outcome of a call on payloads `from..from + count` of the
     /// batch in hand, and records the progress.
     fn commit(&self, from: usize, count: usize, applied: Applied) {
-        let in_hand = lock(&self.in_hand).clone().expect("a batch is in hand while committing");
+        let in_hand = lock(&self.in_hand)
+            .clone()
+            .expect("a batch is in hand while committing");
         let kind = batch::kind(&in_hand.delivery.batch);
         let rejections: Vec<_> = applied
             .rejected
@@ -237,7 +246,9 @@ impl Slot {
 
     /// Rejects payloads `from..from + count` under `reason`.
     fn reject(&self, from: usize, count: usize, reason: &'static str, error: &CallError) {
-        let in_hand = lock(&self.in_hand).clone().expect("a batch is in hand while rejecting");
+        let in_hand = lock(&self.in_hand)
+            .clone()
+            .expect("a batch is in hand while rejecting");
         let batch = &in_hand.delivery.batch;
         let kind = batch::kind(batch);
         let detail = error.to_string();
@@ -255,7 +266,8 @@ impl Slot {
                 });
             }
         }
-        self.ledger.rejected((0..count).map(|_| Rejection::now(kind, reason, &detail)));
+        self.ledger
+            .rejected((0..count).map(|_| Rejection::now(kind, reason, &detail)));
         *lock(&self.stats).rejected.entry(reason).or_default() += count as u64;
         self.advance(from + count);
     }
@@ -297,7 +309,10 @@ impl Worker {
             // fresh instance if the first call failed.
             for _attempt in 0..2 {
                 match self.call(&in_hand, from..total).await? {
-                    Ok(applied) => return Ok(self.slot.commit(from, total - from, applied)),
+                    Ok(applied) => {
+                        self.slot.commit(from, total - from, applied);
+                        return Ok(());
+                    }
                     Err(err) if !err.is_fatal() => {
                         self.slot.reject(from, total - from, PLUGIN_ERROR, &err);
                         return Ok(());
@@ -336,9 +351,10 @@ impl Worker {
         );
         let mut instance = match self.instance.take() {
             Some(instance) => instance,
-            None => slot.plugin.instantiate().with_context(|| {
-                format!("cannot instantiate plugin {}", slot.plugin.name())
-            })?,
+            None => slot
+                .plugin
+                .instantiate()
+                .with_context(|| format!("cannot instantiate plugin {}", slot.plugin.name()))?,
         };
         let state = slot.state();
         let delivery = Arc::clone(&in_hand.delivery);

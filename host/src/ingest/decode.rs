@@ -168,7 +168,9 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
         if err.is_eof() {
             DecodeError::Truncated { at: body.len() }
         } else {
-            DecodeError::NotAnArray { reason: err.to_string() }
+            DecodeError::NotAnArray {
+                reason: err.to_string(),
+            }
         }
     })?;
     let mut decoded = Decoded {
@@ -206,29 +208,47 @@ pub fn decode_entry(entry: &RawValue) -> Result<Payload, BadEntry> {
         reason,
         detail,
     };
-    let not_an_object =
-        || bad(None, Reason::NotAnObject, format!("entry {} is not an object", clip(entry.get())));
+    let not_an_object = || {
+        bad(
+            None,
+            Reason::NotAnObject,
+            format!("entry {} is not an object", clip(entry.get())),
+        )
+    };
     // Serde would also read a struct from an array; an envelope is an object.
     if !entry.get().starts_with('{') {
         return Err(not_an_object());
     }
-    let envelope: Envelope<'_> =
-        serde_json::from_str(entry.get()).map_err(|_| not_an_object())?;
+    let envelope: Envelope<'_> = serde_json::from_str(entry.get()).map_err(|_| not_an_object())?;
     let kind = envelope
         .kind
         .and_then(|raw| serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get()).ok())
         .map(|name| Kind::from_name(&name))
-        .ok_or_else(|| bad(None, Reason::MissingType, "entry has no \"type\" string".into()))?;
+        .ok_or_else(|| {
+            bad(
+                None,
+                Reason::MissingType,
+                "entry has no \"type\" string".into(),
+            )
+        })?;
     let value = envelope
         .payload
         .and_then(|raw| serde_json::from_str::<PayloadObject<'_>>(raw.get()).ok())
         .and_then(|payload| payload.value)
         .filter(|raw| raw.get() != "null")
         .ok_or_else(|| {
-            bad(Some(&kind), Reason::MissingValue, format!("{kind} entry has no payload.value"))
+            bad(
+                Some(&kind),
+                Reason::MissingValue,
+                format!("{kind} entry has no payload.value"),
+            )
         })?;
     let value = decode_value(&kind, value).map_err(|(reason, detail)| {
-        bad(Some(&kind), reason, format!("{kind} value {}: {detail}", clip(value.get())))
+        bad(
+            Some(&kind),
+            reason,
+            format!("{kind} value {}: {detail}", clip(value.get())),
+        )
     })?;
     Ok(Payload { kind, value })
 }
@@ -240,7 +260,10 @@ fn decode_value(kind: &Kind, raw: &RawValue) -> Result<Value, (Reason, String)> 
         Kind::LoadAvg => {
             let load: f64 = serde_json::from_str(text).map_err(shape)?;
             if !(load.is_finite() && load >= 0.0) {
-                return Err((Reason::OutOfRange, "load must be a finite number >= 0".into()));
+                return Err((
+                    Reason::OutOfRange,
+                    "load must be a finite number >= 0".into(),
+                ));
             }
             Ok(Value::LoadAvg(load))
         }
@@ -256,8 +279,12 @@ fn decode_value(kind: &Kind, raw: &RawValue) -> Result<Value, (Reason, String)> 
         }
         Kind::LastKernelUpgrade => {
             let text: std::borrow::Cow<'_, str> = serde_json::from_str(text).map_err(shape)?;
-            let at = OffsetDateTime::parse(&text, &Rfc3339)
-                .map_err(|err| (Reason::WrongShape, format!("not an RFC 3339 timestamp: {err}")))?;
+            let at = OffsetDateTime::parse(&text, &Rfc3339).map_err(|err| {
+                (
+                    Reason::WrongShape,
+                    format!("not an RFC 3339 timestamp: {err}"),
+                )
+            })?;
             Ok(Value::LastKernelUpgrade(Timestamp {
                 seconds: at.unix_timestamp(),
                 nanoseconds: at.nanosecond(),
@@ -293,19 +320,31 @@ mod tests {
     }
 
     fn at(seconds: i64, nanoseconds: u32) -> Value {
-        Value::LastKernelUpgrade(Timestamp { seconds, nanoseconds })
+        Value::LastKernelUpgrade(Timestamp {
+            seconds,
+            nanoseconds,
+        })
     }
 
     #[test]
     fn good_entries_of_every_shape() {
         let cases = [
-            (r#"{"type":"load_avg","payload":{"value":0.7217}}"#, Value::LoadAvg(0.7217)),
-            (r#"{"type":"load_avg","payload":{"value":0}}"#, Value::LoadAvg(0.0)),
+            (
+                r#"{"type":"load_avg","payload":{"value":0.7217}}"#,
+                Value::LoadAvg(0.7217),
+            ),
+            (
+                r#"{"type":"load_avg","payload":{"value":0}}"#,
+                Value::LoadAvg(0.0),
+            ),
             (
                 r#"{"type":"cpu_usage","payload":{"value":[0.39,0.85,0.55,0.7,0.29]}}"#,
                 Value::CpuUsage(vec![0.39, 0.85, 0.55, 0.7, 0.29]),
             ),
-            (r#"{"type":"cpu_usage","payload":{"value":[1]}}"#, Value::CpuUsage(vec![1.0])),
+            (
+                r#"{"type":"cpu_usage","payload":{"value":[1]}}"#,
+                Value::CpuUsage(vec![1.0]),
+            ),
             (
                 r#"{"type":"last_kernel_upgrade","payload":{"value":"2026-12-03T18:06:10.928851005Z"}}"#,
                 at(1_796_321_170, 928_851_005),
@@ -331,18 +370,66 @@ mod tests {
             ("42", None, Reason::NotAnObject),
             ("[1,2]", None, Reason::NotAnObject),
             (r#"{"payload":{"value":1}}"#, None, Reason::MissingType),
-            (r#"{"type":7,"payload":{"value":1}}"#, None, Reason::MissingType),
-            (r#"{"type":"load_avg"}"#, Some("load_avg"), Reason::MissingValue),
-            (r#"{"type":"load_avg","payload":{}}"#, Some("load_avg"), Reason::MissingValue),
-            (r#"{"type":"load_avg","payload":5}"#, Some("load_avg"), Reason::MissingValue),
-            (r#"{"type":"load_avg","payload":{"value":null}}"#, Some("load_avg"), Reason::MissingValue),
-            (r#"{"type":"load_avg","payload":{"value":"0.5"}}"#, Some("load_avg"), Reason::WrongShape),
-            (r#"{"type":"load_avg","payload":{"value":-0.5}}"#, Some("load_avg"), Reason::OutOfRange),
-            (r#"{"type":"load_avg","payload":{"value":1e999}}"#, Some("load_avg"), Reason::WrongShape),
-            (r#"{"type":"cpu_usage","payload":{"value":[]}}"#, Some("cpu_usage"), Reason::OutOfRange),
-            (r#"{"type":"cpu_usage","payload":{"value":[0.5,1.5]}}"#, Some("cpu_usage"), Reason::OutOfRange),
-            (r#"{"type":"cpu_usage","payload":{"value":0.5}}"#, Some("cpu_usage"), Reason::WrongShape),
-            (r#"{"type":"cpu_usage","payload":{"value":[0.5,"x"]}}"#, Some("cpu_usage"), Reason::WrongShape),
+            (
+                r#"{"type":7,"payload":{"value":1}}"#,
+                None,
+                Reason::MissingType,
+            ),
+            (
+                r#"{"type":"load_avg"}"#,
+                Some("load_avg"),
+                Reason::MissingValue,
+            ),
+            (
+                r#"{"type":"load_avg","payload":{}}"#,
+                Some("load_avg"),
+                Reason::MissingValue,
+            ),
+            (
+                r#"{"type":"load_avg","payload":5}"#,
+                Some("load_avg"),
+                Reason::MissingValue,
+            ),
+            (
+                r#"{"type":"load_avg","payload":{"value":null}}"#,
+                Some("load_avg"),
+                Reason::MissingValue,
+            ),
+            (
+                r#"{"type":"load_avg","payload":{"value":"0.5"}}"#,
+                Some("load_avg"),
+                Reason::WrongShape,
+            ),
+            (
+                r#"{"type":"load_avg","payload":{"value":-0.5}}"#,
+                Some("load_avg"),
+                Reason::OutOfRange,
+            ),
+            (
+                r#"{"type":"load_avg","payload":{"value":1e999}}"#,
+                Some("load_avg"),
+                Reason::WrongShape,
+            ),
+            (
+                r#"{"type":"cpu_usage","payload":{"value":[]}}"#,
+                Some("cpu_usage"),
+                Reason::OutOfRange,
+            ),
+            (
+                r#"{"type":"cpu_usage","payload":{"value":[0.5,1.5]}}"#,
+                Some("cpu_usage"),
+                Reason::OutOfRange,
+            ),
+            (
+                r#"{"type":"cpu_usage","payload":{"value":0.5}}"#,
+                Some("cpu_usage"),
+                Reason::WrongShape,
+            ),
+            (
+                r#"{"type":"cpu_usage","payload":{"value":[0.5,"x"]}}"#,
+                Some("cpu_usage"),
+                Reason::WrongShape,
+            ),
             (
                 r#"{"type":"last_kernel_upgrade","payload":{"value":"yesterday"}}"#,
                 Some("last_kernel_upgrade"),
@@ -367,42 +454,70 @@ mod tests {
         let cut = br#"[{"type":"load_avg","payload":{"value":0.5}},{"type":"lo"#;
         assert_eq!(decode(cut), Err(DecodeError::Truncated { at: cut.len() }));
         assert_eq!(decode(b""), Err(DecodeError::Truncated { at: 0 }));
-        for body in [&b"<html>oops</html>"[..], b"{\"type\":\"load_avg\"}", b"[1,2] trailing"] {
-            assert!(matches!(decode(body), Err(DecodeError::NotAnArray { .. })), "{body:?}");
+        for body in [
+            &b"<html>oops</html>"[..],
+            b"{\"type\":\"load_avg\"}",
+            b"[1,2] trailing",
+        ] {
+            assert!(
+                matches!(decode(body), Err(DecodeError::NotAnArray { .. })),
+                "{body:?}"
+            );
         }
         assert_eq!(decode(b" [] "), Ok(Decoded::default()));
     }
 
     #[test]
     fn instants_in_other_zones_are_normalised() {
-        let utc = one(r#"{"type":"last_kernel_upgrade","payload":{"value":"2026-01-01T00:00:00Z"}}"#);
-        let east =
-            one(r#"{"type":"last_kernel_upgrade","payload":{"value":"2026-01-01T02:00:00+02:00"}}"#);
+        let utc =
+            one(r#"{"type":"last_kernel_upgrade","payload":{"value":"2026-01-01T00:00:00Z"}}"#);
+        let east = one(
+            r#"{"type":"last_kernel_upgrade","payload":{"value":"2026-01-01T02:00:00+02:00"}}"#,
+        );
         assert_eq!(utc.map(|p| p.value), east.map(|p| p.value));
     }
 
     /// An entry and whether it is well-formed.
     fn entry() -> impl Strategy<Value = (String, bool)> {
         prop_oneof![
-            (0.0f64..100.0)
-                .prop_map(|v| (format!(r#"{{"type":"load_avg","payload":{{"value":{v}}}}}"#), true)),
+            (0.0f64..100.0).prop_map(|v| (
+                format!(r#"{{"type":"load_avg","payload":{{"value":{v}}}}}"#),
+                true
+            )),
             prop::collection::vec(0.0f64..=1.0, 1..8).prop_map(|v| {
-                (format!(r#"{{"type":"cpu_usage","payload":{{"value":{v:?}}}}}"#), true)
+                (
+                    format!(r#"{{"type":"cpu_usage","payload":{{"value":{v:?}}}}}"#),
+                    true,
+                )
             }),
             (0i64..4_000_000_000, 0u32..1_000_000_000).prop_map(|(s, n)| {
                 let at = OffsetDateTime::from_unix_timestamp(s).expect("in range")
                     + time::Duration::nanoseconds(n.into());
                 let at = at.format(&Rfc3339).expect("formattable");
-                (format!(r#"{{"type":"last_kernel_upgrade","payload":{{"value":"{at}"}}}}"#), true)
+                (
+                    format!(r#"{{"type":"last_kernel_upgrade","payload":{{"value":"{at}"}}}}"#),
+                    true,
+                )
             }),
             "[a-z_]{1,12}".prop_map(|t| {
                 let known = matches!(t.as_str(), "load_avg" | "cpu_usage" | "last_kernel_upgrade");
-                (format!(r#"{{"type":"{t}","payload":{{"value":{{"n":1}}}}}}"#), !known)
+                (
+                    format!(r#"{{"type":"{t}","payload":{{"value":{{"n":1}}}}}}"#),
+                    !known,
+                )
             }),
-            (-100.0f64..-0.001)
-                .prop_map(|v| (format!(r#"{{"type":"load_avg","payload":{{"value":{v}}}}}"#), false)),
-            Just((r#"{"type":"cpu_usage","payload":{"value":[]}}"#.to_owned(), false)),
-            Just((r#"{"type":"load_avg","payload":{"value":"1"}}"#.to_owned(), false)),
+            (-100.0f64..-0.001).prop_map(|v| (
+                format!(r#"{{"type":"load_avg","payload":{{"value":{v}}}}}"#),
+                false
+            )),
+            Just((
+                r#"{"type":"cpu_usage","payload":{"value":[]}}"#.to_owned(),
+                false
+            )),
+            Just((
+                r#"{"type":"load_avg","payload":{"value":"1"}}"#.to_owned(),
+                false
+            )),
             Just((r#"{"type":"load_avg"}"#.to_owned(), false)),
             Just((r#"{"payload":{"value":1}}"#.to_owned(), false)),
             Just(("null".to_owned(), false)),

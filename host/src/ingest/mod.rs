@@ -119,7 +119,13 @@ impl<S: Poll> Ingest<S> {
         ledger: Arc<Ledger>,
     ) -> anyhow::Result<Ingest<S>> {
         config.retry.validate().context("invalid retry backoff")?;
-        Ok(Ingest { config, source, queue, ledger, stats: Mutex::default() })
+        Ok(Ingest {
+            config,
+            source,
+            queue,
+            ledger,
+            stats: Mutex::default(),
+        })
     }
 
     /// The component's report.
@@ -146,7 +152,11 @@ impl<S: Poll> Ingest<S> {
         tracing::info!(source = %self.source.describe(), run = ctx.run(), "polling");
         loop {
             // Ask for room first: the next poll waits for the pipeline.
-            let permit = self.queue.reserve().await.context("the dispatch queue is closed")?;
+            let permit = self
+                .queue
+                .reserve()
+                .await
+                .context("the dispatch queue is closed")?;
             tokio::time::sleep_until(next_poll).await;
             let started = tokio::time::Instant::now();
             // Pace from when this poll started: a stall is not caught up on.
@@ -169,7 +179,10 @@ impl<S: Poll> Ingest<S> {
                     // An empty answer is normal, and takes no room downstream.
                     if !decoded.is_empty() {
                         self.ledger.received(received_counts(&decoded));
-                        permit.send(Response { decoded, received_at: Instant::now() });
+                        permit.send(Response {
+                            decoded,
+                            received_at: Instant::now(),
+                        });
                     }
                 }
                 Err(err) => {
@@ -180,9 +193,10 @@ impl<S: Poll> Ingest<S> {
                     let delay = match &err {
                         PollError::Unauthorized => backoff.max(),
                         // The server's word, within our own bounds.
-                        PollError::RateLimited { retry_after: Some(after), .. } => {
-                            (*after).clamp(self.config.retry.min, self.config.retry.max)
-                        }
+                        PollError::RateLimited {
+                            retry_after: Some(after),
+                            ..
+                        } => (*after).clamp(self.config.retry.min, self.config.retry.max),
                         _ => backoff.next_delay(),
                     };
                     stats.retry_in_ms = Some(delay.as_millis());
@@ -212,7 +226,9 @@ fn received_counts(decoded: &Decoded) -> Vec<(&str, u64)> {
         *counts.entry(payload.kind.as_str()).or_default() += 1;
     }
     for bad in &decoded.rejected {
-        *counts.entry(bad.kind.as_ref().map_or(UNTYPED, Kind::as_str)).or_default() += 1;
+        *counts
+            .entry(bad.kind.as_ref().map_or(UNTYPED, Kind::as_str))
+            .or_default() += 1;
     }
     counts.into_iter().collect()
 }

@@ -150,7 +150,11 @@ impl Source {
                 .with_context(|| format!("cannot read the CA bundle {}", path.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
-            anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", path.display());
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "{} holds no PEM certificate",
+                path.display()
+            );
             builder = builder.tls_built_in_root_certs(false);
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -188,7 +192,10 @@ impl Source {
             return Err(match status {
                 StatusCode::UNAUTHORIZED => PollError::Unauthorized,
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    PollError::RateLimited { status, retry_after: retry_after(&response) }
+                    PollError::RateLimited {
+                        status,
+                        retry_after: retry_after(&response),
+                    }
                 }
                 s if s.is_server_error() => PollError::ServerError(s),
                 s if s.is_redirection() => PollError::Redirect(format!("status {s}")),
@@ -234,12 +241,21 @@ fn error_chain(err: reqwest::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    if text.is_empty() { err.without_url().to_string() } else { text }
+    if text.is_empty() {
+        err.without_url().to_string()
+    } else {
+        text
+    }
 }
 
 /// The delay a `Retry-After` header asks for, in seconds or as an HTTP date.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = response
+        .headers()
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     parse_retry_after(value, SystemTime::now())
 }
 

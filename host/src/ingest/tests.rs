@@ -20,7 +20,9 @@ struct Scripted {
 impl Poll for Scripted {
     async fn poll(&self) -> Result<Decoded, PollError> {
         let _ = self.polls.send(Instant::now());
-        crate::lock(&self.replies).pop_front().unwrap_or_else(|| Ok(Decoded::default()))
+        crate::lock(&self.replies)
+            .pop_front()
+            .unwrap_or_else(|| Ok(Decoded::default()))
     }
 
     fn describe(&self) -> String {
@@ -44,18 +46,21 @@ struct Rig {
     _engine: EngineHandle,
 }
 
-fn rig(
-    script: Vec<Result<Decoded, PollError>>,
-    min_interval: Duration,
-    queue: usize,
-) -> Rig {
+fn rig(script: Vec<Result<Decoded, PollError>>, min_interval: Duration, queue: usize) -> Rig {
     let (polls_tx, polls) = mpsc::unbounded_channel();
     let (queue_tx, responses) = mpsc::channel(queue);
     let ledger = Arc::new(Ledger::new());
-    let source = Scripted { replies: Mutex::new(script.into()), polls: polls_tx };
+    let source = Scripted {
+        replies: Mutex::new(script.into()),
+        polls: polls_tx,
+    };
     let config = IngestConfig {
         source: SourceConfig::new("http://127.0.0.1:1/metrics".parse().expect("a URL")),
-        retry: BackoffSettings { min: ms(100), max: ms(2_000), factor: 2.0 },
+        retry: BackoffSettings {
+            min: ms(100),
+            max: ms(2_000),
+            factor: 2.0,
+        },
         min_interval,
     };
     let ingest = Arc::new(
@@ -64,7 +69,13 @@ fn rig(
     let running = Arc::clone(&ingest);
     let manifold = Manifold::new("ingest", &[], move |ctx| Arc::clone(&running).run(ctx));
     let engine = Engine::start(EngineConfig::default(), vec![manifold]).expect("the engine starts");
-    Rig { polls, responses, ingest, ledger, _engine: engine }
+    Rig {
+        polls,
+        responses,
+        ingest,
+        ledger,
+        _engine: engine,
+    }
 }
 
 impl Rig {
@@ -106,7 +117,10 @@ async fn failures_back_off_exponentially_with_jitter_and_reset_on_success() {
     assert_eq!(gaps[7], ms(100), "{gaps:?}");
     let report = rig.ingest.report();
     assert_eq!(report["polls"]["server_error"], 7);
-    assert!(report["polls"]["ok"].as_u64().is_some_and(|n| n >= 1), "{report}");
+    assert!(
+        report["polls"]["ok"].as_u64().is_some_and(|n| n >= 1),
+        "{report}"
+    );
     assert_eq!(rig.ledger.snapshot().of("load_avg").received, 1);
 }
 
@@ -132,7 +146,11 @@ async fn retry_after_is_honoured_within_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_token_is_retried_slowly_until_it_works() {
-    let script = vec![Err(PollError::Unauthorized), Err(PollError::Unauthorized), Ok(one_load())];
+    let script = vec![
+        Err(PollError::Unauthorized),
+        Err(PollError::Unauthorized),
+        Ok(one_load()),
+    ];
     let mut rig = rig(script, Duration::ZERO, 8);
     let gaps = rig.gaps(3).await;
     assert_eq!(gaps[..2], [ms(2_000), ms(2_000)]);
@@ -151,7 +169,10 @@ async fn polls_are_paced_from_their_start_and_wait_for_room_without_catching_up(
     assert_eq!(second - first, ms(250));
     // The queue is full: ten seconds pass with no poll.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert!(rig.polls.try_recv().is_err(), "polled with no room for the response");
+    assert!(
+        rig.polls.try_recv().is_err(),
+        "polled with no room for the response"
+    );
     // Room for one: one poll at once, then the normal pace; no burst.
     rig.responses.recv().await.expect("a response");
     let resumed = rig.next_poll().await;
