@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// What the server does with one request.
@@ -98,16 +98,53 @@ impl TestApi {
         TestApi::listen(listener, script, None)
     }
 
+    /// Like [`TestApi::start`], over TLS with a fresh self-signed
+    /// certificate for `localhost`; returns the certificate as PEM, to be
+    /// trusted by the client.
+    pub async fn start_tls(script: Vec<Reply>) -> (TestApi, String) {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("a self-signed certificate");
+        let pem = key.cert.pem();
+        let chain = vec![key.cert.der().clone()];
+        let secret = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            key.signing_key.serialize_der().into(),
+        );
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("default TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, secret)
+            .expect("a usable certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        let api = TestApi { addr, shared: Arc::new(Shared::new(script, None)) };
+        let accepting = Arc::clone(&api.shared);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, shared) = (acceptor.clone(), Arc::clone(&accepting));
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_connection(stream, shared).await;
+                    }
+                });
+            }
+        });
+        (api, pem)
+    }
+
+    /// The URL of the metrics endpoint, by host name, over TLS.
+    pub fn tls_url(&self) -> String {
+        format!("https://localhost:{}/metrics", self.addr.port())
+    }
+
     fn listen(listener: TcpListener, script: Vec<Reply>, token: Option<&str>) -> TestApi {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        let shared = Arc::new(Shared {
-            script: Mutex::new(script.into()),
-            idle: Mutex::new(Reply::Entries(Vec::new())),
-            token: Mutex::new(token.map(str::to_owned)),
-            served: watch::Sender::new(Served::default()),
-        });
+        let shared = Arc::new(Shared::new(script, token));
         let accepting = Arc::clone(&shared);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -153,12 +190,26 @@ impl TestApi {
     }
 }
 
+impl Shared {
+    fn new(script: Vec<Reply>, token: Option<&str>) -> Shared {
+        Shared {
+            script: Mutex::new(script.into()),
+            idle: Mutex::new(Reply::Entries(Vec::new())),
+            token: Mutex::new(token.map(str::to_owned)),
+            served: watch::Sender::new(Served::default()),
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Serves the requests of one connection.
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut stream = BufReader::new(stream);
     loop {
         let Some(authorization) = read_request(&mut stream).await else {
@@ -247,7 +298,7 @@ pub fn basic(token: &str) -> String {
 
 /// Reads a request head; returns its `Authorization` header, or `None` when
 /// the connection is closed.
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Option<String>> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Option<Option<String>> {
     let mut authorization = None;
     let mut length = 0usize;
     let mut line = String::new();
@@ -287,8 +338,8 @@ fn head(status: u16, headers: &[(String, String)], length: usize) -> String {
     head
 }
 
-async fn respond(
-    stream: &mut BufReader<TcpStream>,
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufReader<S>,
     status: u16,
     headers: &[(String, String)],
     body: &str,

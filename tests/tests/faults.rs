@@ -246,3 +246,42 @@ async fn a_mixed_fault_schedule_ends_with_the_aggregates_of_exactly_what_was_del
     assert_eq!(accounts["types"]["x"]["rejected"]["unhandled"], 10);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_self_signed_certificate_works_only_with_its_ca_bundle() {
+    let good = known_entries(9);
+    let (api, pem) = TestApi::start_tls(replies(&good, 3)).await;
+    let dir = std::env::temp_dir().join(format!("sluice-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let bundle = dir.join("ca.pem");
+    std::fs::write(&bundle, pem).expect("write the CA bundle");
+
+    // Without the bundle the certificate is refused, and said so.
+    let untrusting = Host::start_with(&api, None, |config| {
+        config.ingest.source.url = api.tls_url().parse().expect("a URL");
+    })
+    .await;
+    let refused = async {
+        loop {
+            let report = ingest_report(&untrusting).await;
+            if report["polls"]["connect_failed"].as_u64().unwrap_or(0) >= 1 {
+                return report;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let report = tokio::time::timeout(sluice_tests::PATIENCE, refused).await.expect("a refusal");
+    assert!(report["last_error"].as_str().is_some_and(|e| e.contains("certificate")), "{report}");
+    untrusting.stop().await;
+    assert_eq!(api.served().scripted, 0);
+
+    let trusting = Host::start_with(&api, None, |config| {
+        config.ingest.source.url = api.tls_url().parse().expect("a URL");
+        config.ingest.source.ca_bundle = Some(bundle.clone());
+    })
+    .await;
+    trusting.settle(good.len()).await;
+    trusting.check_aggregates(&good).await;
+    trusting.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

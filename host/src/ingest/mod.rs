@@ -89,6 +89,28 @@ struct Stats {
     /// When the last poll ended.
     #[serde(serialize_with = "rfc3339_opt")]
     last_poll_at: Option<SystemTime>,
+    /// When the latest polls started, oldest first, for the poll rate.
+    #[serde(skip)]
+    recent: std::collections::VecDeque<tokio::time::Instant>,
+}
+
+/// How many recent polls the poll rate is measured over.
+const RATE_WINDOW: usize = 64;
+
+impl Stats {
+    fn started(&mut self, at: tokio::time::Instant) {
+        if self.recent.len() == RATE_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(at);
+    }
+
+    /// Polls per second over the recent window, up to now.
+    fn rate(&self) -> f64 {
+        let (Some(first), n) = (self.recent.front(), self.recent.len()) else { return 0.0 };
+        let span = tokio::time::Instant::now().duration_since(*first).as_secs_f64();
+        if span > 0.0 { n as f64 / span } else { 0.0 }
+    }
 }
 
 fn rfc3339_opt<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -130,7 +152,10 @@ impl<S: Poll> Ingest<S> {
 
     /// The component's report.
     pub fn report(&self) -> serde_json::Value {
-        let mut report = serde_json::to_value(&*self.stats()).unwrap_or_default();
+        let stats = self.stats();
+        let mut report = serde_json::to_value(&*stats).unwrap_or_default();
+        report["polls_per_second"] = ((stats.rate() * 100.0).round() / 100.0).into();
+        drop(stats);
         report["source"] = self.source.describe().into();
         report["queue"] = serde_json::json!({
             "capacity": self.queue.max_capacity(),
@@ -159,6 +184,7 @@ impl<S: Poll> Ingest<S> {
                 .context("the dispatch queue is closed")?;
             tokio::time::sleep_until(next_poll).await;
             let started = tokio::time::Instant::now();
+            self.stats().started(started);
             // Pace from when this poll started: a stall is not caught up on.
             next_poll = started + self.config.min_interval;
             let result = self.source.poll().await;

@@ -180,5 +180,8 @@ async fn polls_are_paced_from_their_start_and_wait_for_room_without_catching_up(
     rig.responses.recv().await.expect("a response");
     let after = rig.next_poll().await;
     assert_eq!(after - resumed, ms(250));
-    assert_eq!(rig.ingest.report()["queue"]["depth"], 2);
+    let report = rig.ingest.report();
+    assert_eq!(report["queue"]["depth"], 2);
+    let rate = report["polls_per_second"].as_f64().expect("a poll rate");
+    assert!(rate > 0.0 && rate <= 4.0, "at most one poll per 250 ms: {report}");
 }

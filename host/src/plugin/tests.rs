@@ -397,7 +397,7 @@ fn an_endless_loop_is_interrupted_at_the_deadline() {
 }
 
 #[test]
-fn a_sleep_is_cut_short_at_the_deadline() {
+fn a_sleep_past_the_deadline_is_interrupted() {
     let mut instance = misbehave();
     let started = Clock::now();
     let err = instance
