@@ -117,9 +117,16 @@ impl TestApi {
             .with_single_cert(chain, secret)
             .expect("a usable certificate");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-        let addr = listener.local_addr().expect("a bound listener has an address");
-        let api = TestApi { addr, shared: Arc::new(Shared::new(script, None)) };
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let api = TestApi {
+            addr,
+            shared: Arc::new(Shared::new(script, None)),
+        };
         let accepting = Arc::clone(&api.shared);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {

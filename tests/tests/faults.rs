@@ -270,8 +270,15 @@ async fn tls_with_a_self_signed_certificate_works_only_with_its_ca_bundle() {
             tokio::task::yield_now().await;
         }
     };
-    let report = tokio::time::timeout(sluice_tests::PATIENCE, refused).await.expect("a refusal");
-    assert!(report["last_error"].as_str().is_some_and(|e| e.contains("certificate")), "{report}");
+    let report = tokio::time::timeout(sluice_tests::PATIENCE, refused)
+        .await
+        .expect("a refusal");
+    assert!(
+        report["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate")),
+        "{report}"
+    );
     untrusting.stop().await;
     assert_eq!(api.served().scripted, 0);
 

@@ -107,8 +107,12 @@ impl Stats {
 
     /// Polls per second over the recent window, up to now.
     fn rate(&self) -> f64 {
-        let (Some(first), n) = (self.recent.front(), self.recent.len()) else { return 0.0 };
-        let span = tokio::time::Instant::now().duration_since(*first).as_secs_f64();
+        let (Some(first), n) = (self.recent.front(), self.recent.len()) else {
+            return 0.0;
+        };
+        let span = tokio::time::Instant::now()
+            .duration_since(*first)
+            .as_secs_f64();
         if span > 0.0 { n as f64 / span } else { 0.0 }
     }
 }

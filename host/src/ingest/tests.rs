@@ -183,5 +183,8 @@ async fn polls_are_paced_from_their_start_and_wait_for_room_without_catching_up(
     let report = rig.ingest.report();
     assert_eq!(report["queue"]["depth"], 2);
     let rate = report["polls_per_second"].as_f64().expect("a poll rate");
-    assert!(rate > 0.0 && rate <= 4.0, "at most one poll per 250 ms: {report}");
+    assert!(
+        rate > 0.0 && rate <= 4.0,
+        "at most one poll per 250 ms: {report}"
+    );
 }
