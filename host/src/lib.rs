@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod pipeline;
 pub mod plugin;
+pub mod registry;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -11,28 +11,17 @@
 //! aggregate belong to the pipeline, not to a run of a component, so a
 //! component that restarts picks up where the previous run stopped.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::dispatch::{Dispatch, Route, Routes};
+use crate::dispatch::Dispatch;
 use crate::engine::{Engine, EngineConfig, EngineHandle, Manifold, ShutdownReport};
-use crate::handler::Slot;
 use crate::ingest::{Ingest, IngestConfig};
 use crate::ledger::Ledger;
-use crate::plugin::{self, Limits, Plugin, Runtime};
-
-/// Where the plugins come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PluginSource {
-    /// The handlers built into the binary.
-    Bundled,
-    /// Every `.wasm` file of a directory.
-    Dir(PathBuf),
-}
+use crate::plugin::{Limits, Runtime};
+pub use crate::registry::{PluginFailure, PluginSource, Registry};
 
 /// Everything the pipeline needs to start.
 #[derive(Clone, Debug)]
@@ -65,21 +54,11 @@ impl PipelineConfig {
     }
 }
 
-/// A plugin file that could not be used.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct PluginFailure {
-    /// Where it came from.
-    pub source: String,
-    /// Why it was not loaded.
-    pub error: String,
-}
-
 /// A running pipeline.
 pub struct Pipeline {
     engine: EngineHandle,
     ledger: Arc<Ledger>,
-    slots: BTreeMap<String, Arc<Slot>>,
-    failures: Vec<PluginFailure>,
+    registry: Arc<Registry>,
 }
 
 impl Pipeline {
@@ -96,41 +75,21 @@ impl Pipeline {
         );
         let ledger = Arc::new(Ledger::new());
         let runtime = Runtime::new(config.limits).context("cannot start the wasm runtime")?;
-        let (plugins, mut failures) = load_plugins(&runtime, &config.plugins)?;
-
-        let mut slots = BTreeMap::new();
-        let mut routes = HashMap::new();
-        for plugin in plugins {
-            if let Err(error) = claim(&mut routes, &slots, &plugin) {
-                tracing::error!(plugin = %plugin.source(), %error, "plugin not loaded");
-                failures.push(PluginFailure {
-                    source: plugin.source().to_owned(),
-                    error,
-                });
-                continue;
-            }
-            let slot = Arc::new(Slot::new(plugin, config.handler_queue, Arc::clone(&ledger)));
-            for kind in slot.plugin().types() {
-                let route = Route {
-                    plugin: slot.plugin().name().to_owned(),
-                    queue: slot.sender(),
-                };
-                routes.insert(kind.clone(), route);
-            }
-            slots.insert(slot.plugin().name().to_owned(), slot);
-        }
-        for slot in slots.values() {
-            let plugin = slot.plugin();
-            tracing::info!(
-                plugin = %plugin.name(), version = %plugin.version(), types = ?plugin.types(),
-                source = %plugin.source(), "plugin loaded"
-            );
-        }
-        let (_routes_tx, routes_rx) = watch::channel::<Routes>(Arc::new(routes));
+        let registry = Registry::load(
+            runtime,
+            config.plugins,
+            config.handler_queue,
+            Arc::clone(&ledger),
+        )
+        .await?;
 
         let (ingest_tx, ingest_rx) = mpsc::channel(config.ingest_queue);
         let ingest = Arc::new(Ingest::new(config.ingest, ingest_tx, Arc::clone(&ledger))?);
-        let dispatch = Arc::new(Dispatch::new(ingest_rx, routes_rx, Arc::clone(&ledger)));
+        let dispatch = Arc::new(Dispatch::new(
+            ingest_rx,
+            registry.routes(),
+            Arc::clone(&ledger),
+        ));
 
         let mut manifolds = vec![
             manifold("ingest", &[], &ingest, Ingest::run, Ingest::report),
@@ -142,21 +101,14 @@ impl Pipeline {
                 Dispatch::report,
             ),
         ];
-        for slot in slots.values() {
-            manifolds.push(manifold(
-                &slot.component(),
-                &["dispatch"],
-                slot,
-                Slot::run,
-                Slot::report,
-            ));
-        }
+        manifolds.extend(registry.slots().values().map(Registry::handler));
+        manifolds.extend(registry.watcher());
         let engine = Engine::start(config.engine, manifolds).context("cannot start the engine")?;
+        registry.attach(engine.clone());
         Ok(Pipeline {
             engine,
             ledger,
-            slots,
-            failures,
+            registry,
         })
     }
 
@@ -170,35 +122,41 @@ impl Pipeline {
         &self.ledger
     }
 
-    /// The loaded plugins, by name.
-    pub fn slots(&self) -> &BTreeMap<String, Arc<Slot>> {
-        &self.slots
+    /// The plugin set.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
-    /// Plugin files that could not be used.
-    pub fn failures(&self) -> &[PluginFailure] {
-        &self.failures
-    }
-
-    /// Every plugin's description, counters and aggregate, as JSON.
+    /// Every plugin's description, counters and aggregate, as JSON; plugin
+    /// files that could not be used follow, with their error.
     pub async fn plugins_report(&self) -> Vec<serde_json::Value> {
-        let mut report = Vec::with_capacity(self.slots.len());
-        for slot in self.slots.values() {
+        let slots = self.registry.slots();
+        let mut report = Vec::with_capacity(slots.len());
+        for slot in slots.values() {
             let plugin = slot.plugin();
             let (state, state_error) = match slot.render().await {
                 Ok(state) => (state, None),
                 Err(err) => (serde_json::Value::Null, Some(err.to_string())),
             };
             report.push(serde_json::json!({
-                "name": plugin.name(),
+                "name": slot.name(),
                 "version": plugin.version(),
                 "source": plugin.source(),
-                "types": plugin.types(),
+                "types": slot.types(),
                 "component": slot.component(),
                 "state": state,
                 "state_error": state_error,
                 "handler": slot.report(),
                 "dead_letters": slot.dead_letters(),
+            }));
+        }
+        for failure in self.registry.failures() {
+            report.push(serde_json::json!({
+                "name": null,
+                "source": failure.source,
+                "types": [],
+                "state": null,
+                "load_error": failure.error,
             }));
         }
         report
@@ -211,7 +169,7 @@ impl Pipeline {
 }
 
 /// Declares a component whose state is `shared` and whose runs are `run`.
-fn manifold<T, F, Fut>(
+pub(crate) fn manifold<T, F, Fut>(
     name: &str,
     inputs: &[&str],
     shared: &Arc<T>,
@@ -241,80 +199,4 @@ where
         }),
         report: Some(Arc::new(move || report(&for_report))),
     }
-}
-
-/// Checks that `plugin` takes no type or name already taken.
-fn claim(
-    routes: &mut HashMap<String, Route>,
-    slots: &BTreeMap<String, Arc<Slot>>,
-    plugin: &Plugin,
-) -> Result<(), String> {
-    if slots.contains_key(plugin.name()) {
-        return Err(format!(
-            "another plugin is already named {:?}",
-            plugin.name()
-        ));
-    }
-    for kind in plugin.types() {
-        if let Some(route) = routes.get(kind) {
-            return Err(format!(
-                "type {kind:?} is already handled by plugin {:?}",
-                route.plugin
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Loads the plugins of `source`; a file that fails is reported, not fatal.
-fn load_plugins(
-    runtime: &Runtime,
-    source: &PluginSource,
-) -> anyhow::Result<(Vec<Plugin>, Vec<PluginFailure>)> {
-    let mut candidates: Vec<(String, Result<Vec<u8>, String>)> = Vec::new();
-    match source {
-        PluginSource::Bundled => {
-            for bundled in plugin::bundled() {
-                candidates.push((
-                    format!("bundled:{}", bundled.name),
-                    Ok(bundled.bytes.to_vec()),
-                ));
-            }
-        }
-        PluginSource::Dir(dir) => {
-            for path in wasm_files(dir)? {
-                let bytes = std::fs::read(&path).map_err(|err| format!("cannot read: {err}"));
-                candidates.push((path.display().to_string(), bytes));
-            }
-        }
-    }
-    let mut plugins = Vec::new();
-    let mut failures = Vec::new();
-    for (source, bytes) in candidates {
-        match bytes.and_then(|bytes| runtime.load(&source, &bytes).map_err(|e| e.to_string())) {
-            Ok(plugin) => plugins.push(plugin),
-            Err(error) => {
-                tracing::error!(plugin = %source, %error, "plugin not loaded");
-                failures.push(PluginFailure { source, error });
-            }
-        }
-    }
-    Ok((plugins, failures))
-}
-
-/// The `.wasm` files of `dir`, in name order.
-fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the plugin directory {}", dir.display()))?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .path();
-        if path.extension().is_some_and(|ext| ext == "wasm") && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
 }

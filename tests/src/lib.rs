@@ -7,6 +7,7 @@
 //! never answer, or send half a body.
 
 pub mod expected;
+pub mod fixtures;
 pub mod host;
 
 use std::collections::VecDeque;

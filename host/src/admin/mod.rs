@@ -90,17 +90,7 @@ async fn restart(State(pipeline): State<Arc<Pipeline>>, Path(name): Path<String>
 }
 
 async fn plugins(State(pipeline): State<Arc<Pipeline>>) -> Json<Vec<serde_json::Value>> {
-    let mut plugins = pipeline.plugins_report().await;
-    for failure in pipeline.failures() {
-        plugins.push(json!({
-            "name": null,
-            "source": failure.source,
-            "types": [],
-            "state": null,
-            "load_error": failure.error,
-        }));
-    }
-    Json(plugins)
+    Json(pipeline.plugins_report().await)
 }
 
 /// Parameters of `GET /accounts`.

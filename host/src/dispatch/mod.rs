@@ -7,6 +7,12 @@
 //! any of it is delivered, and each batch leaves the stash in the same step
 //! that puts it in its handler's queue, so a restart of dispatch at any
 //! point neither loses nor repeats a payload.
+//!
+//! A handler that is merely slow fills its queue and dispatch waits for it,
+//! which holds up the next poll: back-pressure. A handler that keeps
+//! failing (it is backing off, or isolating payloads that trap) would hold
+//! up every other type that way, so while it fails, a batch that finds its
+//! queue full is rejected as `handler_failing` instead, and counted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -29,6 +35,8 @@ pub struct Route {
     pub plugin: String,
     /// Its handler's queue.
     pub queue: mpsc::Sender<Arc<Delivery>>,
+    /// Whether its handler keeps failing.
+    pub failing: watch::Receiver<bool>,
 }
 
 /// The routing table: payload type to route.
@@ -36,6 +44,8 @@ pub type Routes = Arc<HashMap<String, Route>>;
 
 /// Reason under which payloads of a type no plugin handles are rejected.
 pub const UNHANDLED: &str = "unhandled";
+/// Reason under which batches are shed while their handler keeps failing.
+pub const HANDLER_FAILING: &str = "handler_failing";
 
 /// What outlives any one run of dispatch: its queue, routes and stash.
 pub struct Dispatch {
@@ -151,28 +161,54 @@ impl Dispatch {
             let Some(route) = lock(&self.stash).front().map(|(route, _)| route.clone()) else {
                 return;
             };
-            let permit = route.queue.reserve().await;
+            let permit = reserve(&route).await;
             let Some((_, delivery)) = lock(&self.stash).pop_front() else {
                 return;
             };
             let count = crate::batch::len(&delivery.batch) as u64;
-            match permit {
+            let (reason, detail) = match permit {
                 Ok(permit) => {
                     permit.send(delivery);
                     let mut stats = lock(&self.stats);
                     stats.batches += 1;
                     stats.routed += count;
+                    continue;
                 }
-                Err(_) => {
-                    // The plugin went away after the batch was routed.
-                    let kind = crate::batch::kind(&delivery.batch).to_owned();
-                    let detail = format!("plugin {} was unloaded", route.plugin);
-                    let rejected = (0..count).map(|_| Rejection::now(&kind, UNHANDLED, &detail));
-                    self.ledger.rejected(rejected);
-                    *lock(&self.stats).rejected.entry(UNHANDLED).or_default() += count;
-                }
-            }
+                Err(Refused::Gone) => (UNHANDLED, format!("plugin {} was removed", route.plugin)),
+                Err(Refused::Failing) => (
+                    HANDLER_FAILING,
+                    format!("plugin {} keeps failing", route.plugin),
+                ),
+            };
+            let kind = crate::batch::kind(&delivery.batch).to_owned();
+            let rejected = (0..count).map(|_| Rejection::now(&kind, reason, &detail));
+            self.ledger.rejected(rejected);
+            *lock(&self.stats).rejected.entry(reason).or_default() += count;
         }
+    }
+}
+
+/// Why a batch could not be handed to its handler.
+enum Refused {
+    /// The plugin was removed after the batch was routed.
+    Gone,
+    /// The handler's queue is full and the handler keeps failing.
+    Failing,
+}
+
+/// Room for one batch in the queue of `route`, waiting for it unless the
+/// handler keeps failing. Cancel-safe.
+async fn reserve(route: &Route) -> Result<mpsc::Permit<'_, Arc<Delivery>>, Refused> {
+    match route.queue.try_reserve() {
+        Ok(permit) => return Ok(permit),
+        Err(mpsc::error::TrySendError::Closed(())) => return Err(Refused::Gone),
+        Err(mpsc::error::TrySendError::Full(())) => {}
+    }
+    let mut failing = route.failing.clone();
+    tokio::select! {
+        biased;
+        permit = route.queue.reserve() => permit.map_err(|_| Refused::Gone),
+        _ = failing.wait_for(|failing| *failing) => Err(Refused::Failing),
     }
 }
 

@@ -11,14 +11,22 @@
 //! that fails alone is quarantined (counted, and kept in a bounded list for
 //! operators). Progress through a batch is recorded in the slot as it is
 //! made, so a restart of the handler never applies a payload twice.
+//!
+//! Reload: a new version of the plugin is offered to the slot and waits
+//! there until the next batch. That batch is its trial: the new version must
+//! read the current aggregate and apply the batch without failing. If it
+//! does, its result is kept and it replaces the old version; if not, it is
+//! dropped with the reason recorded, and the old version applies the batch.
+//! Either way, no payload is lost or applied twice.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::batch;
 use crate::engine::Context;
@@ -35,8 +43,13 @@ pub const QUARANTINED: &str = "quarantined";
 pub const PLUGIN_ERROR: &str = "plugin_error";
 /// How many quarantined payloads each plugin keeps for operators.
 pub const DEAD_LETTERS: usize = 32;
+/// Reason under which payloads are counted when their plugin went away.
+pub const PLUGIN_REMOVED: &str = "unhandled";
 /// Failed calls in a row after which the handler stops and backs off.
 pub const MAX_FAILURES_IN_A_ROW: u32 = 5;
+/// Failed calls in a row from which the handler counts as failing: dispatch
+/// then sheds its batches instead of waiting for room in its queue.
+pub const FAILING_AFTER: u32 = 2;
 
 /// A batch on its way to a handler.
 #[derive(Debug)]
@@ -92,17 +105,50 @@ struct Stats {
     last_failure: Option<String>,
 }
 
+/// How the plugin of a slot came to be, for operators.
+#[derive(Clone, Debug, Default, Serialize)]
+struct Versions {
+    /// When the running version was loaded.
+    #[serde(serialize_with = "rfc3339_opt")]
+    loaded_at: Option<SystemTime>,
+    /// Versions swapped in since the first.
+    reloads: u64,
+    /// A version waiting for its trial batch.
+    pending: Option<String>,
+    /// Why the last offered version was turned down.
+    last_reload_error: Option<String>,
+}
+
+fn rfc3339_opt<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => rfc3339(at, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// The running plugin and the instance generation it belongs to.
+struct Current {
+    plugin: Plugin,
+    /// Bumped on every swap, so that instances of an old version are dropped.
+    generation: u64,
+}
+
 /// What outlives any one run of a handler: the plugin, its queue, its
 /// aggregate and its counters.
 pub struct Slot {
-    plugin: Plugin,
+    name: String,
+    types: Vec<String>,
+    current: Mutex<Current>,
+    pending: Mutex<Option<Plugin>>,
+    versions: Mutex<Versions>,
     sender: mpsc::Sender<Arc<Delivery>>,
     queue: tokio::sync::Mutex<mpsc::Receiver<Arc<Delivery>>>,
     state: Mutex<Arc<[u8]>>,
     in_hand: Mutex<Option<InHand>>,
     stats: Mutex<Stats>,
+    failing: watch::Sender<bool>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
-    renderer: Mutex<Option<Instance>>,
+    renderer: Mutex<Option<(u64, Instance)>>,
     ledger: Arc<Ledger>,
 }
 
@@ -112,31 +158,62 @@ impl Slot {
     pub fn new(plugin: Plugin, capacity: usize, ledger: Arc<Ledger>) -> Slot {
         let (sender, queue) = mpsc::channel(capacity);
         Slot {
-            plugin,
+            name: plugin.name().to_owned(),
+            types: plugin.types().to_vec(),
+            current: Mutex::new(Current {
+                plugin,
+                generation: 0,
+            }),
+            pending: Mutex::default(),
+            versions: Mutex::new(Versions {
+                loaded_at: Some(SystemTime::now()),
+                ..Versions::default()
+            }),
             sender,
             queue: tokio::sync::Mutex::new(queue),
             state: Mutex::new(Arc::from(Vec::new())),
             in_hand: Mutex::default(),
             stats: Mutex::default(),
+            failing: watch::Sender::new(false),
             dead_letters: Mutex::default(),
             renderer: Mutex::default(),
             ledger,
         }
     }
 
-    /// The plugin.
-    pub fn plugin(&self) -> &Plugin {
-        &self.plugin
+    /// The plugin's name, the same for every version.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The payload types it handles, the same for every version.
+    pub fn types(&self) -> &[String] {
+        &self.types
+    }
+
+    /// The running version of the plugin.
+    pub fn plugin(&self) -> Plugin {
+        lock(&self.current).plugin.clone()
+    }
+
+    fn current(&self) -> (u64, Plugin) {
+        let current = lock(&self.current);
+        (current.generation, current.plugin.clone())
     }
 
     /// The name of the engine component that runs this slot.
     pub fn component(&self) -> String {
-        format!("handler:{}", self.plugin.name())
+        format!("handler:{}", self.name)
     }
 
     /// The sending end of the handler's queue.
     pub fn sender(&self) -> mpsc::Sender<Arc<Delivery>> {
         self.sender.clone()
+    }
+
+    /// Whether the handler keeps failing; changes are signalled.
+    pub fn failing(&self) -> watch::Receiver<bool> {
+        self.failing.subscribe()
     }
 
     /// The aggregate's bytes now.
@@ -149,11 +226,34 @@ impl Slot {
         lock(&self.dead_letters).iter().cloned().collect()
     }
 
-    /// The handler's counters and queue, for reports.
+    /// Offers a new version of the plugin, to replace the running one after
+    /// a successful trial on the next batch. It must keep the name and the
+    /// types; a version already waiting is replaced.
+    pub fn offer(&self, plugin: Plugin) -> Result<(), String> {
+        if plugin.name() != self.name || plugin.types() != self.types.as_slice() {
+            return Err(format!(
+                "a new version must keep the name {:?} and the types {:?} (it has {:?} and {:?}); \
+                 remove the plugin and add the new one instead",
+                self.name,
+                self.types,
+                plugin.name(),
+                plugin.types()
+            ));
+        }
+        lock(&self.versions).pending = Some(plugin.version().to_owned());
+        *lock(&self.pending) = Some(plugin);
+        Ok(())
+    }
+
+    /// The handler's counters, versions and queue, for reports.
     pub fn report(&self) -> serde_json::Value {
         let mut report = serde_json::to_value(&*lock(&self.stats)).unwrap_or_default();
-        report["plugin"] = self.plugin.name().into();
-        report["version"] = self.plugin.version().into();
+        let plugin = self.plugin();
+        report["plugin"] = self.name.as_str().into();
+        report["version"] = plugin.version().into();
+        report["source"] = plugin.source().into();
+        report["versions"] = serde_json::to_value(&*lock(&self.versions)).unwrap_or_default();
+        report["failing"] = (*self.failing.borrow()).into();
         report["in_hand"] = lock(&self.in_hand)
             .as_ref()
             .map(|h| batch::len(&h.delivery.batch) - h.done)
@@ -172,14 +272,15 @@ impl Slot {
     pub async fn render(self: &Arc<Self>) -> Result<serde_json::Value, CallError> {
         let slot = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            let (generation, plugin) = slot.current();
             let mut renderer = lock(&slot.renderer);
             let mut instance = match renderer.take() {
-                Some(instance) => instance,
-                None => slot.plugin.instantiate()?,
+                Some((made_for, instance)) if made_for == generation => instance,
+                _ => plugin.instantiate()?,
             };
             let result = instance.render(&slot.state());
             if !result.as_ref().is_err_and(CallError::is_fatal) {
-                *renderer = Some(instance);
+                *renderer = Some((generation, instance));
             }
             result
         })
@@ -193,11 +294,13 @@ impl Slot {
     pub async fn run(self: Arc<Self>, ctx: Context) -> anyhow::Result<()> {
         // The queue's receiving end is leased by this run alone.
         let mut queue = self.queue.lock().await;
+        // The engine backed off before this run: give the plugin a new chance.
+        lock(&self.stats).failures_in_a_row = 0;
         let mut worker = Worker {
             slot: Arc::clone(&self),
             instance: None,
         };
-        tracing::info!(plugin = %self.plugin.name(), run = ctx.run(), "handling");
+        tracing::info!(plugin = %self.name, run = ctx.run(), "handling");
         loop {
             let in_hand = lock(&self.in_hand).clone();
             let in_hand = match in_hand {
@@ -213,7 +316,33 @@ impl Slot {
                     in_hand
                 }
             };
-            worker.work(in_hand).await?;
+            let result = worker.work(in_hand).await;
+            if result.is_err() {
+                self.failing.send_replace(true);
+            }
+            result?;
+        }
+    }
+
+    /// Closes the queue of a plugin that was removed and rejects what it
+    /// still held. Call once the handler no longer runs.
+    pub async fn close(&self) {
+        let mut queue = self.queue.lock().await;
+        queue.close();
+        let detail = format!("plugin {} was removed", self.name);
+        let error = CallError::Guest(detail);
+        if let Some(in_hand) = lock(&self.in_hand).clone() {
+            let total = batch::len(&in_hand.delivery.batch);
+            self.reject(in_hand.done, total - in_hand.done, PLUGIN_REMOVED, &error);
+        }
+        while let Ok(delivery) = queue.try_recv() {
+            let total = batch::len(&delivery.batch);
+            *lock(&self.in_hand) = Some(InHand {
+                delivery,
+                done: 0,
+                one_by_one: false,
+            });
+            self.reject(0, total, PLUGIN_REMOVED, &error);
         }
     }
 
@@ -241,6 +370,8 @@ impl Slot {
         }
         stats.failures_in_a_row = 0;
         drop(stats);
+        self.failing
+            .send_if_modified(|failing| std::mem::replace(failing, false));
         self.advance(from + count);
     }
 
@@ -265,6 +396,7 @@ impl Slot {
                     at: SystemTime::now(),
                 });
             }
+            tracing::warn!(plugin = %self.name, count, error = %detail, "payloads quarantined");
         }
         self.ledger
             .rejected((0..count).map(|_| Rejection::now(kind, reason, &detail)));
@@ -290,13 +422,48 @@ impl Slot {
         stats.traps += 1;
         stats.failures_in_a_row += 1;
         stats.last_failure = Some(error.to_string());
+        if stats.failures_in_a_row >= FAILING_AFTER {
+            self.failing
+                .send_if_modified(|failing| !std::mem::replace(failing, true));
+        }
+    }
+
+    /// Makes `candidate` the running version.
+    fn promote(&self, candidate: Plugin) -> u64 {
+        let version = candidate.version().to_owned();
+        let mut current = lock(&self.current);
+        current.plugin = candidate;
+        current.generation += 1;
+        let generation = current.generation;
+        drop(current);
+        let mut versions = lock(&self.versions);
+        versions.loaded_at = Some(SystemTime::now());
+        versions.reloads += 1;
+        versions.last_reload_error = None;
+        if versions.pending.as_deref() == Some(version.as_str()) {
+            versions.pending = None;
+        }
+        tracing::info!(plugin = %self.name, %version, "new version swapped in");
+        generation
+    }
+
+    /// Drops `candidate` for `error`; the running version carries on.
+    fn turn_down(&self, candidate: &Plugin, error: String) {
+        tracing::error!(
+            plugin = %self.name, version = %candidate.version(), %error,
+            "new version turned down; the running version carries on"
+        );
+        let mut versions = lock(&self.versions);
+        versions.pending = None;
+        versions.last_reload_error = Some(format!("version {}: {error}", candidate.version()));
     }
 }
 
 /// One run's instance of the plugin.
 struct Worker {
     slot: Arc<Slot>,
-    instance: Option<Instance>,
+    /// An instance, and the generation of the plugin it was made from.
+    instance: Option<(u64, Instance)>,
 }
 
 impl Worker {
@@ -304,6 +471,9 @@ impl Worker {
     async fn work(&mut self, in_hand: InHand) -> anyhow::Result<()> {
         let total = batch::len(&in_hand.delivery.batch);
         let from = in_hand.done;
+        if from == 0 && !in_hand.one_by_one && self.try_new_version(&in_hand).await? {
+            return Ok(());
+        }
         if !in_hand.one_by_one {
             // The whole rest of the batch in one call, and once more on a
             // fresh instance if the first call failed.
@@ -334,27 +504,61 @@ impl Worker {
         Ok(())
     }
 
+    /// Gives a version waiting in the slot its trial on the whole batch in
+    /// hand. Returns whether the batch was applied by it.
+    async fn try_new_version(&mut self, in_hand: &InHand) -> anyhow::Result<bool> {
+        let Some(candidate) = lock(&self.slot.pending).take() else {
+            return Ok(false);
+        };
+        let state = self.slot.state();
+        let delivery = Arc::clone(&in_hand.delivery);
+        let trial = candidate.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut instance = trial.instantiate()?;
+            // The new version must read the aggregate as it stands...
+            instance.render(&state)?;
+            // ...and apply a batch to it.
+            let applied = instance.apply(&state, &delivery.batch)?;
+            Ok::<_, CallError>((instance, applied))
+        })
+        .await
+        .context("the trial of a new plugin version panicked")?;
+        match outcome {
+            Ok((instance, applied)) => {
+                let total = batch::len(&in_hand.delivery.batch);
+                let generation = self.slot.promote(candidate);
+                self.instance = Some((generation, instance));
+                self.slot.commit(0, total, applied);
+                Ok(true)
+            }
+            Err(err) => {
+                self.slot.turn_down(&candidate, err.to_string());
+                Ok(false)
+            }
+        }
+    }
+
     /// Calls the plugin on payloads `range` of the batch in hand. The outer
     /// error means the handler must stop: the plugin keeps failing or cannot
     /// be instantiated.
     async fn call(
         &mut self,
         in_hand: &InHand,
-        range: std::ops::Range<usize>,
+        range: Range<usize>,
     ) -> anyhow::Result<Result<Applied, CallError>> {
         let slot = &self.slot;
         let failures = lock(&slot.stats).failures_in_a_row;
         anyhow::ensure!(
             failures < MAX_FAILURES_IN_A_ROW,
             "plugin {} failed {failures} calls in a row",
-            slot.plugin.name()
+            slot.name
         );
+        let (generation, plugin) = slot.current();
         let mut instance = match self.instance.take() {
-            Some(instance) => instance,
-            None => slot
-                .plugin
+            Some((made_for, instance)) if made_for == generation => instance,
+            _ => plugin
                 .instantiate()
-                .with_context(|| format!("cannot instantiate plugin {}", slot.plugin.name()))?,
+                .with_context(|| format!("cannot instantiate plugin {}", slot.name))?,
         };
         let state = slot.state();
         let delivery = Arc::clone(&in_hand.delivery);
@@ -363,9 +567,8 @@ impl Worker {
             let result = if whole {
                 instance.apply(&state, &delivery.batch)
             } else {
-                instance.apply(&state, &batch::slice(&delivery.batch, range.clone()))
+                instance.apply(&state, &batch::slice(&delivery.batch, range))
             };
-            let result = result.and_then(|applied| check(applied, range.len()));
             (instance, result)
         })
         .await
@@ -373,24 +576,10 @@ impl Worker {
         match &result {
             Err(err) if err.is_fatal() => {
                 slot.failed(err);
-                tracing::warn!(plugin = %slot.plugin.name(), error = %err, "plugin failed; reinstantiating");
+                tracing::warn!(plugin = %slot.name, error = %err, "plugin failed; reinstantiating");
             }
-            _ => self.instance = Some(instance),
+            _ => self.instance = Some((generation, instance)),
         }
         Ok(result)
     }
-}
-
-/// Checks what a plugin returned for a batch of `count` payloads.
-fn check(applied: Applied, count: usize) -> Result<Applied, CallError> {
-    let mut seen = vec![false; count];
-    for rejection in &applied.rejected {
-        let index = rejection.index as usize;
-        if index >= count || std::mem::replace(&mut seen[index], true) {
-            return Err(CallError::BadOutput(format!(
-                "rejection index {index} is out of range or repeated (batch of {count})"
-            )));
-        }
-    }
-    Ok(applied)
 }
