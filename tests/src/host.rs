@@ -100,16 +100,43 @@ impl Host {
     /// Checks the bundled plugins' aggregates against `entries`.
     pub async fn check_aggregates(&self, entries: &[serde_json::Value]) {
         let expected = Expected::from_entries(entries);
-        let plugins = self.get("/plugins").await;
-        let plugins = plugins.as_array().expect("an array of plugins");
-        assert_eq!(plugins.len(), 3, "{plugins:?}");
-        for plugin in plugins {
-            let name = plugin["name"].as_str().expect("a name");
+        for name in ["load_avg", "cpu_usage", "last_kernel_upgrade"] {
+            let plugin = self.plugin(name).await;
             assert_eq!(plugin["types"], serde_json::json!([name]));
             expected
                 .check(name, &plugin["state"])
                 .unwrap_or_else(|diff| panic!("{diff}"));
         }
+    }
+
+    /// The `/plugins` entry of the plugin `name`.
+    pub async fn plugin(&self, name: &str) -> serde_json::Value {
+        let plugins = self.get("/plugins").await;
+        plugins
+            .as_array()
+            .and_then(|plugins| plugins.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no plugin {name} in {plugins}"))
+    }
+
+    /// The report of the component `name`.
+    pub async fn component(&self, name: &str) -> serde_json::Value {
+        let components = self.get("/components").await;
+        components
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no component {name} in {components}"))
+    }
+
+    /// Waits until `done` holds; it is checked again after every change of
+    /// the accounts, that is after every batch.
+    pub async fn wait_until(&self, mut done: impl FnMut() -> bool) {
+        let mut accounts = self.pipeline.ledger().subscribe();
+        tokio::time::timeout(PATIENCE, accounts.wait_for(|_| done()))
+            .await
+            .expect("the condition holds in time")
+            .expect("the ledger lives");
     }
 
     /// Shuts the pipeline down and checks that it stopped cleanly.

@@ -25,6 +25,8 @@ async fn aggregates_equal_those_computed_from_what_the_server_sent() {
     host.settle(entries.len()).await;
 
     host.check_aggregates(&entries).await;
+    let plugins = host.get("/plugins").await;
+    assert_eq!(plugins.as_array().map(Vec::len), Some(3), "{plugins}");
     let accounts = host.get("/accounts").await;
     assert_eq!(accounts["total"]["received"], 600);
     assert_eq!(accounts["total"]["applied"], 600);

@@ -47,9 +47,6 @@ pub const DEAD_LETTERS: usize = 32;
 pub const PLUGIN_REMOVED: &str = "unhandled";
 /// Failed calls in a row after which the handler stops and backs off.
 pub const MAX_FAILURES_IN_A_ROW: u32 = 5;
-/// Failed calls in a row from which the handler counts as failing: dispatch
-/// then sheds its batches instead of waiting for room in its queue.
-pub const FAILING_AFTER: u32 = 2;
 
 /// A batch on its way to a handler.
 #[derive(Debug)]
@@ -211,7 +208,8 @@ impl Slot {
         self.sender.clone()
     }
 
-    /// Whether the handler keeps failing; changes are signalled.
+    /// Whether the handler keeps failing: it stopped on errors and has not
+    /// applied a batch since. Changes are signalled.
     pub fn failing(&self) -> watch::Receiver<bool> {
         self.failing.subscribe()
     }
@@ -422,10 +420,6 @@ impl Slot {
         stats.traps += 1;
         stats.failures_in_a_row += 1;
         stats.last_failure = Some(error.to_string());
-        if stats.failures_in_a_row >= FAILING_AFTER {
-            self.failing
-                .send_if_modified(|failing| !std::mem::replace(failing, true));
-        }
     }
 
     /// Makes `candidate` the running version.

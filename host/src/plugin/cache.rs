@@ -96,11 +96,8 @@ impl CompileCache {
 /// [`CompileCache::default_dir`], given the two variables. Relative paths
 /// are ignored, as the XDG base directory specification asks.
 fn default_dir_in(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
-    let absolute = |value: Option<OsString>| {
-        value
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
-    };
+    let absolute =
+        |value: Option<OsString>| value.map(PathBuf::from).filter(|path| path.is_absolute());
     match absolute(xdg_cache_home) {
         Some(cache) => Some(cache.join("sluice")),
         None => absolute(home).map(|home| home.join(".cache").join("sluice")),
@@ -214,7 +211,10 @@ fn check_private(dir: &Path) -> anyhow::Result<()> {
     let probe_meta = file.metadata();
     drop(file);
     fs::remove_file(&probe).context("cannot remove a file from it")?;
-    check_owner_only(dir, &probe_meta.context("cannot read the metadata of a file in it")?)
+    check_owner_only(
+        dir,
+        &probe_meta.context("cannot read the metadata of a file in it")?,
+    )
 }
 
 /// Checks that `dir` is owned by the owner of `probe` (the user sluice runs

@@ -8,6 +8,10 @@
 //!   of its own, through which the host calls `apply` and `render`;
 //!   [`CallError`] says how a call failed, and whether the instance died.
 //! - [`bundled`] lists the plugins embedded in the host.
+//! - [`Runtime::with_cache`] keeps compiled components on disk, keyed by
+//!   their bytes, the wasmtime version and the engine's settings, so that a
+//!   restart does not compile unchanged plugins again; the [`cache`]
+//!   module says where, and how big it grows.
 //!
 //! A handler is a pure function over its aggregate: the host owns the
 //! aggregate's bytes and passes them in with every call, so a call that
@@ -16,6 +20,7 @@
 
 mod bindings;
 mod bundled;
+pub mod cache;
 mod error;
 mod limits;
 mod runtime;
@@ -25,6 +30,7 @@ mod sandbox;
 mod tests;
 
 pub use bundled::{BUNDLED_DIR, BundledPlugin, bundled};
+pub use cache::{CacheStats, CompileCache};
 pub use error::{CallError, LoadError};
 pub use limits::Limits;
 pub use runtime::{Instance, Plugin, Runtime, TICK};

@@ -9,6 +9,10 @@
 //! own, sandboxed as [`super::sandbox`] describes and limited by
 //! [`Limits`]: every call is given the deadline of
 //! [`Limits::call_deadline`], after which the epoch interrupts it.
+//!
+//! A runtime made by [`Runtime::with_cache`] keeps the components it
+//! compiles on disk and loads them from there when their bytes come again,
+//! in this process or the next: see [`super::cache`].
 
 use std::fmt;
 use std::sync::{Arc, mpsc};
@@ -20,6 +24,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap, WasmBacktrace};
 
 use super::bindings;
+use super::cache::{CacheStats, CompileCache, DiskCache};
 use super::error::{CallError, LoadError};
 use super::limits::Limits;
 use super::sandbox::{self, Sandbox};
@@ -50,14 +55,25 @@ struct Shared {
     /// Epoch ticks a call may run: the call deadline, rounded up to whole
     /// ticks, plus the tick that may be about to happen as the call starts.
     deadline_ticks: u64,
+    /// The cache of compiled components, when on.
+    cache: Option<DiskCache>,
     _ticker: Ticker,
 }
 
 impl Runtime {
-    /// Creates the engine, the linker and the ticker thread. Fails when
-    /// `limits` cannot work (a zero deadline or memory), or when wasmtime
-    /// cannot be set up on this machine.
+    /// Creates the engine, the linker and the ticker thread, without a
+    /// cache: every load compiles. Fails when `limits` cannot work (a zero
+    /// deadline or memory), or when wasmtime cannot be set up on this
+    /// machine.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        Self::with_cache(limits, CompileCache::Off)
+    }
+
+    /// Like [`Runtime::new`], and with [`CompileCache::Dir`] keeps compiled
+    /// components in that directory, creating it if need be. Fails, naming
+    /// the directory, when it cannot be created or written, or when other
+    /// users may write it.
+    pub fn with_cache(limits: Limits, cache: CompileCache) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !limits.call_deadline.is_zero(),
             "the plugin call deadline must be above zero"
@@ -67,8 +83,11 @@ impl Runtime {
             "the plugin memory limit must be above zero"
         );
 
-        let mut config = Config::new();
-        config.epoch_interruption(true).wasm_component_model(true);
+        let cache = match &cache {
+            CompileCache::Off => None,
+            CompileCache::Dir(dir) => Some(DiskCache::open(dir)?),
+        };
+        let config = engine_config(cache.as_ref().map(DiskCache::wasmtime));
         let engine = Engine::new(&config)
             .map_err(to_anyhow)
             .context("cannot create the wasmtime engine")?;
@@ -85,6 +104,7 @@ impl Runtime {
                 linker,
                 limits,
                 deadline_ticks: u64::try_from(deadline_ticks).unwrap_or(u64::MAX),
+                cache,
                 _ticker: ticker,
             }),
         })
@@ -95,14 +115,27 @@ impl Runtime {
         &self.shared.limits
     }
 
-    /// Compiles `bytes` as a plugin, checks it against the `plugin` world
-    /// and reads its metadata from a first instance. `source` names the
-    /// plugin in every error: its file, or `"bundled:<name>"`.
+    /// How the cache served the loads so far; zeros when it is off.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shared
+            .cache
+            .as_ref()
+            .map(DiskCache::stats)
+            .unwrap_or_default()
+    }
+
+    /// Compiles `bytes` as a plugin, or loads it from the cache, checks it
+    /// against the `plugin` world and reads its metadata from a first
+    /// instance. `source` names the plugin in every error: its file, or
+    /// `"bundled:<name>"`.
     ///
-    /// Compiling takes from milliseconds to a second: call it where
-    /// blocking is allowed.
+    /// Compiling takes from milliseconds to a second, loading from the
+    /// cache a few milliseconds: call it where blocking is allowed.
     pub fn load(&self, source: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
         let plugin = source.to_owned();
+        if let Some(cache) = &self.shared.cache {
+            cache.count_lookup();
+        }
         let component =
             Component::new(&self.shared.engine, bytes).map_err(|err| LoadError::Compile {
                 plugin: plugin.clone(),
@@ -151,10 +184,23 @@ impl Runtime {
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cache = self.shared.cache.as_ref().map(DiskCache::dir);
         f.debug_struct("Runtime")
             .field("limits", &self.shared.limits)
+            .field("cache", &cache)
             .finish_non_exhaustive()
     }
+}
+
+/// The engine's configuration: epoch interruption for call deadlines, the
+/// component model, and `cache` if any.
+pub(super) fn engine_config(cache: Option<&wasmtime::Cache>) -> Config {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .wasm_component_model(true)
+        .cache(cache.cloned());
+    config
 }
 
 /// Checks what the host relies on: a name of at most [`MAX_NAME_LEN`]
@@ -432,7 +478,7 @@ fn describe(err: &wasmtime::Error) -> String {
         .join(": ")
 }
 
-fn to_anyhow(err: wasmtime::Error) -> anyhow::Error {
+pub(super) fn to_anyhow(err: wasmtime::Error) -> anyhow::Error {
     anyhow::Error::from_boxed(err.into_boxed_dyn_error())
 }
 

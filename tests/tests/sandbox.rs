@@ -1,0 +1,297 @@
+//! Misbehaving plugins in the running pipeline: the host stays up, the
+//! other plugins do not notice, the misbehaving plugin loses nothing but
+//! the payloads it cannot take, and introspection says what happened.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sluice::pipeline::PluginSource;
+use sluice_tests::fixtures::{self, PluginDir};
+use sluice_tests::host::Host;
+use sluice_tests::{Reply, TestApi, envelope, known_entries, replies};
+
+fn chaos(value: serde_json::Value) -> serde_json::Value {
+    envelope("chaos", value)
+}
+
+/// `known_entries(n)` with a chaos payload after every third entry: the
+/// number `i`, or `bad` every tenth time.
+fn stream(n: usize, bad: &serde_json::Value) -> (Vec<serde_json::Value>, f64, u64, u64) {
+    let (mut entries, mut sum, mut count, mut bad_count) = (Vec::new(), 0.0, 0, 0);
+    for (i, entry) in known_entries(n).into_iter().enumerate() {
+        entries.push(entry);
+        if i % 3 == 0 {
+            if i % 30 == 0 {
+                entries.push(chaos(bad.clone()));
+                bad_count += 1;
+            } else {
+                entries.push(chaos(json!(i)));
+                sum += i as f64;
+                count += 1;
+            }
+        }
+    }
+    (entries, sum, count, bad_count)
+}
+
+async fn start(api: &TestApi, dir: &PluginDir) -> Host {
+    let path = dir.path().to_owned();
+    Host::start_with(api, None, move |config| {
+        config.plugins = PluginSource::Dir(path);
+        config.limits.call_deadline = Duration::from_millis(100);
+        config.limits.memory_bytes = 16 * 1024 * 1024;
+        config.engine.backoff.initial = Duration::from_millis(1);
+        config.engine.backoff.max = Duration::from_millis(20);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_a_loop_or_a_memory_hog_costs_only_its_own_payload() {
+    for (bad, error) in [
+        (json!("panic"), "trapped"),
+        (json!("loop"), "deadline"),
+        (json!("grow"), "memory"),
+    ] {
+        let dir = PluginDir::new().with_bundled();
+        dir.add(fixtures::CHAOS, "chaos.wasm");
+        let (entries, sum, count, bad_count) = stream(300, &bad);
+        let api = TestApi::start(replies(&entries, 20), None).await;
+        let host = start(&api, &dir).await;
+        host.settle(entries.len()).await;
+
+        host.check_aggregates(&entries).await;
+        let plugin = host.plugin("chaos").await;
+        assert_eq!(
+            plugin["state"],
+            json!({ "sum": sum, "count": count }),
+            "{bad}"
+        );
+        let dead = plugin["dead_letters"].as_array().expect("dead letters");
+        assert_eq!(dead.len() as u64, bad_count, "{bad}: {plugin}");
+        assert!(
+            dead.iter().all(|d| d["value"] == bad.to_string()),
+            "{dead:?}"
+        );
+        assert!(
+            dead[0]["error"].as_str().is_some_and(|e| e.contains(error)),
+            "{dead:?}"
+        );
+        let handler = &plugin["handler"];
+        assert!(
+            handler["traps"].as_u64().is_some_and(|t| t >= bad_count),
+            "{handler}"
+        );
+        assert_eq!(handler["rejected"]["quarantined"], bad_count);
+
+        let accounts = host.get("/accounts").await;
+        assert_eq!(accounts["types"]["chaos"]["applied"], count);
+        assert_eq!(
+            accounts["types"]["chaos"]["rejected"]["quarantined"],
+            bad_count
+        );
+        assert_eq!(accounts["total"]["in_flight"], 0);
+        let components = host.get("/components").await;
+        assert!(
+            components
+                .as_array()
+                .expect("components")
+                .iter()
+                .all(|c| c["state"] == "running")
+        );
+        host.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_keeps_failing_backs_off_and_the_others_keep_running() {
+    let dir = PluginDir::new().with_bundled();
+    dir.add(fixtures::CHAOS, "chaos.wasm");
+    let good = known_entries(600);
+    let mut entries = Vec::new();
+    for (i, entry) in good.iter().enumerate() {
+        entries.push(entry.clone());
+        if i % 2 == 0 {
+            entries.push(chaos(json!("panic")));
+        }
+    }
+    let api = TestApi::start(replies(&entries, 30), None).await;
+    let host = start(&api, &dir).await;
+    host.settle(entries.len()).await;
+
+    // Every bundled payload was applied, whatever chaos did.
+    host.check_aggregates(&good).await;
+    let accounts = host.get("/accounts").await;
+    let chaos = &accounts["types"]["chaos"];
+    assert_eq!(chaos["applied"], 0);
+    let quarantined = chaos["rejected"]["quarantined"].as_u64().unwrap_or(0);
+    let shed = chaos["rejected"]["handler_failing"].as_u64().unwrap_or(0);
+    assert_eq!(quarantined + shed, 300, "{chaos}");
+    assert!(
+        shed > 0,
+        "a failing handler must not hold up the others: {chaos}"
+    );
+    let handler = host.component("handler:chaos").await;
+    assert!(
+        handler["restarts"].as_u64().is_some_and(|r| r > 0),
+        "{handler}"
+    );
+    assert!(
+        handler["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("in a row")),
+        "{handler}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_are_not_handlers_are_reported_and_the_rest_load() {
+    let dir = PluginDir::new().with_bundled();
+    dir.add(fixtures::WRONG_WORLD, "wrong.wasm");
+    dir.write("garbage.wasm", fixtures::not_wasm());
+    dir.add(fixtures::CHAOS, "chaos.wasm");
+    dir.add(fixtures::CHAOS_V2, "twin.wasm");
+    let entries = known_entries(30);
+    let api = TestApi::start(replies(&entries, 10), None).await;
+    let host = start(&api, &dir).await;
+    host.settle(entries.len()).await;
+    host.check_aggregates(&entries).await;
+
+    let plugins = host.get("/plugins").await;
+    let errors: Vec<(String, String)> = plugins
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .filter(|p| p["load_error"].is_string())
+        .map(|p| {
+            (
+                p["source"].as_str().unwrap_or("").to_owned(),
+                p["load_error"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    let error_of = |file: &str| {
+        errors
+            .iter()
+            .find(|(source, _)| source.ends_with(file))
+            .map(|(_, e)| e.clone())
+    };
+    assert!(error_of("garbage.wasm").is_some_and(|e| e.contains("not a valid WebAssembly")));
+    assert!(error_of("wrong.wasm").is_some_and(|e| e.contains("world")));
+    assert!(error_of("twin.wasm").is_some_and(|e| e.contains("already named")));
+    assert_eq!(host.plugin("chaos").await["version"], "0.1.0");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_is_swapped_under_a_steady_stream_and_a_broken_one_turned_down() {
+    let dir = PluginDir::new().with_bundled();
+    dir.add(fixtures::CHAOS, "chaos.wasm");
+    let values: Vec<serde_json::Value> = (0..3_000).map(|i| chaos(json!(i % 97))).collect();
+    let sum: f64 = (0..3_000).map(|i| f64::from(i % 97)).sum();
+    let api = TestApi::start(Vec::new(), None).await;
+    let host = start(&api, &dir).await;
+    let slot = || host.pipeline.registry().slots()["chaos"].report();
+
+    let events = host.pipeline.registry().events();
+    let offered = |count: usize| {
+        let mut events = events.clone();
+        async move {
+            let seen = events.wait_for(|events| {
+                events
+                    .iter()
+                    .filter(|e| e.outcome == "offered" || e.outcome == "failed")
+                    .count()
+                    >= count
+            });
+            seen.await
+                .expect("the registry lives")
+                .back()
+                .cloned()
+                .expect("an event")
+        }
+    };
+
+    // A steady stream, with the new version dropped in mid-way: it takes
+    // over at the first batch after it was offered.
+    api.push(replies(&values[..1_000], 5));
+    api.wait_for(|s| s.scripted >= 50).await;
+    dir.add(fixtures::CHAOS_V2, "chaos.wasm");
+    offered(1).await;
+    api.push(replies(&values[1_000..2_000], 5));
+    host.wait_until(|| slot()["version"] == "0.2.0").await;
+    assert_eq!(slot()["versions"]["reloads"], 1);
+
+    // A replacement that traps on its first batch is turned down.
+    dir.add(fixtures::CHAOS_BROKEN, "chaos.wasm");
+    offered(2).await;
+    api.push(replies(&values[2_000..2_500], 5));
+    host.wait_until(|| slot()["versions"]["last_reload_error"].is_string())
+        .await;
+    let report = slot();
+    assert_eq!(report["version"], "0.2.0", "{report}");
+    assert!(
+        report["versions"]["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("0.3.0"))
+    );
+
+    // So is a file that does not compile.
+    dir.write("chaos.wasm", fixtures::not_wasm());
+    let failed = offered(3).await;
+    assert_eq!(failed.outcome, "failed", "{failed:?}");
+    api.push(replies(&values[2_500..], 5));
+
+    host.settle(values.len()).await;
+    let plugin = host.plugin("chaos").await;
+    assert_eq!(plugin["version"], "0.2.0");
+    assert_eq!(plugin["state"], json!({ "sum": sum, "count": 3_000 }));
+    let accounts = host.get("/accounts").await;
+    assert_eq!(accounts["types"]["chaos"]["applied"], 3_000);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_dropped_in_are_started_and_removed_ones_stop() {
+    let dir = PluginDir::new().with_bundled();
+    let api = TestApi::start(
+        vec![Reply::Entries(vec![chaos(json!(1)), chaos(json!(2))])],
+        None,
+    )
+    .await;
+    let host = start(&api, &dir).await;
+    host.settle(2).await;
+    let accounts = host.get("/accounts").await;
+    assert_eq!(accounts["types"]["chaos"]["rejected"]["unhandled"], 2);
+
+    dir.add(fixtures::CHAOS, "chaos.wasm");
+    let mut events = host.pipeline.registry().events();
+    events
+        .wait_for(|events| events.iter().any(|e| e.outcome == "added"))
+        .await
+        .expect("the registry lives");
+    host.wait_components(|rs| rs.iter().any(|r| r.name == "handler:chaos"))
+        .await;
+    api.push([Reply::Entries(vec![chaos(json!(3)), chaos(json!(4))])]);
+    host.settle(4).await;
+    assert_eq!(
+        host.plugin("chaos").await["state"],
+        json!({ "sum": 7.0, "count": 2 })
+    );
+
+    dir.remove("chaos.wasm");
+    events
+        .wait_for(|events| events.iter().any(|e| e.outcome == "removed"))
+        .await
+        .expect("the registry lives");
+    host.wait_components(|rs| rs.iter().all(|r| r.name != "handler:chaos"))
+        .await;
+    api.push([Reply::Entries(vec![chaos(json!(5))])]);
+    host.settle(5).await;
+    let accounts = host.get("/accounts").await;
+    assert_eq!(accounts["types"]["chaos"]["rejected"]["unhandled"], 3);
+    assert_eq!(accounts["types"]["chaos"]["applied"], 2);
+    host.stop().await;
+}
