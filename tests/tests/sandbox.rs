@@ -295,3 +295,53 @@ async fn plugins_dropped_in_are_started_and_removed_ones_stop() {
     assert_eq!(accounts["types"]["chaos"]["applied"], 2);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_sets_the_pace_of_polling_and_nothing_piles_up() {
+    let dir = PluginDir::new().with_bundled();
+    dir.add(fixtures::CHAOS, "chaos.wasm");
+    let api = TestApi::start(Vec::new(), None).await;
+    // Every response holds one payload that takes the handler 5 ms.
+    let slow = || chaos(json!({ "spin_ms": 5, "value": 1 }));
+    api.set_idle(Reply::Entries(vec![slow(), envelope("load_avg", json!(0.5))]));
+    let path = dir.path().to_owned();
+    let host = Host::start_with(&api, None, move |config| {
+        config.plugins = PluginSource::Dir(path);
+        config.ingest_queue = 1;
+        config.handler_queue = 2;
+    })
+    .await;
+
+    // A response is polled only when there is room for it: at most one
+    // being polled, one in the ingest queue, one in dispatch's hands, two in
+    // the handler's queue and one in the handler's hands.
+    const BOUND: u64 = 6;
+    let ledger = host.pipeline.ledger();
+    let slot = host.pipeline.registry().slots()["chaos"].clone();
+    let mut widest = 0;
+    let mut deepest = 0;
+    api.wait_for(|served| {
+        let applied = ledger.snapshot().of("chaos").applied;
+        widest = widest.max(served.requests.saturating_sub(applied));
+        let depth = slot.report()["queue"]["depth"].as_u64().unwrap_or(0);
+        deepest = deepest.max(depth);
+        served.requests >= 300
+    })
+    .await;
+    assert!(widest <= BOUND, "{widest} responses polled ahead of the slow handler");
+    assert!(deepest <= 2, "the handler queue grew to {deepest}");
+
+    // Stop the stream: everything polled is applied, nothing is lost.
+    api.set_idle(Reply::Entries(Vec::new()));
+    // Polls are one at a time: two more requests, and the last slow reply
+    // has been sent.
+    let mark = api.served().requests;
+    let served = api.wait_for(|s| s.requests >= mark + 2).await;
+    host.settle(served.delivered.len()).await;
+    let chaos_sent = served.delivered.iter().filter(|e| e["type"] == "chaos").count();
+    assert_eq!(
+        host.plugin("chaos").await["state"],
+        json!({ "sum": chaos_sent as f64, "count": chaos_sent })
+    );
+    host.stop().await;
+}
