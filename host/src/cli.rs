@@ -16,7 +16,7 @@ use crate::demo::DemoApi;
 use crate::engine::ComponentState;
 use crate::ingest::{IngestConfig, Secret, SourceConfig};
 use crate::pipeline::{Pipeline, PipelineConfig, PluginSource};
-use crate::plugin::Limits;
+use crate::plugin::{CompileCache, Limits};
 
 /// The default admin address.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9480";
@@ -83,6 +83,13 @@ pub struct RunArgs {
     /// Longest a plugin may run on one batch.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub plugin_deadline: Duration,
+    /// Directory where compiled plugins are cached (default:
+    /// $XDG_CACHE_HOME/sluice or ~/.cache/sluice).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile the plugins at every start instead of caching them.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Most linear memory a plugin may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub plugin_memory_mib: usize,
@@ -151,6 +158,13 @@ impl RunArgs {
             call_deadline: self.plugin_deadline,
             memory_bytes: self.plugin_memory_mib * 1024 * 1024,
             ..Limits::default()
+        };
+        config.cache = match (&self.cache_dir, self.no_cache) {
+            (_, true) => CompileCache::Off,
+            (Some(dir), false) => CompileCache::Dir(dir.clone()),
+            (None, false) => {
+                CompileCache::default_dir().map_or(CompileCache::Off, CompileCache::Dir)
+            }
         };
         Ok(config)
     }

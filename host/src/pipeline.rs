@@ -20,7 +20,7 @@ use crate::dispatch::Dispatch;
 use crate::engine::{Engine, EngineConfig, EngineHandle, Manifold, ShutdownReport};
 use crate::ingest::{Ingest, IngestConfig};
 use crate::ledger::Ledger;
-use crate::plugin::{Limits, Runtime};
+use crate::plugin::{CompileCache, Limits, Runtime};
 pub use crate::registry::{PluginFailure, PluginSource, Registry};
 
 /// Everything the pipeline needs to start.
@@ -32,6 +32,8 @@ pub struct PipelineConfig {
     pub plugins: PluginSource,
     /// Limits of each plugin's sandbox.
     pub limits: Limits,
+    /// Where compiled plugins are cached.
+    pub cache: CompileCache,
     /// Supervision settings.
     pub engine: EngineConfig,
     /// Responses that may wait between ingest and dispatch.
@@ -47,6 +49,7 @@ impl PipelineConfig {
             ingest,
             plugins: PluginSource::Bundled,
             limits: Limits::default(),
+            cache: CompileCache::Off,
             engine: EngineConfig::default(),
             ingest_queue: 2,
             handler_queue: 4,
@@ -74,7 +77,8 @@ impl Pipeline {
             "a handler queue needs room for a batch"
         );
         let ledger = Arc::new(Ledger::new());
-        let runtime = Runtime::new(config.limits).context("cannot start the wasm runtime")?;
+        let runtime = Runtime::with_cache(config.limits, config.cache)
+            .context("cannot start the wasm runtime")?;
         let registry = Registry::load(
             runtime,
             config.plugins,
@@ -82,6 +86,13 @@ impl Pipeline {
             Arc::clone(&ledger),
         )
         .await?;
+
+        let cache = registry.runtime().cache_stats();
+        tracing::info!(
+            hits = cache.hits,
+            misses = cache.misses,
+            "compiled plugins cache"
+        );
 
         let (ingest_tx, ingest_rx) = mpsc::channel(config.ingest_queue);
         let ingest = Arc::new(Ingest::new(config.ingest, ingest_tx, Arc::clone(&ledger))?);

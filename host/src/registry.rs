@@ -135,6 +135,11 @@ impl Registry {
         Ok(registry)
     }
 
+    /// The runtime the plugins are compiled and run by.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// Receives the routing table, which changes as plugins come and go.
     pub fn routes(&self) -> watch::Receiver<Routes> {
         self.routes.subscribe()
@@ -310,10 +315,10 @@ impl Registry {
         );
         let detail = format!("{} {}", plugin.name(), plugin.version());
         self.event(source, "added", detail);
-        if let Some(engine) = self.engine.get() {
-            if let Err(err) = engine.add(Registry::handler(&slot)).await {
-                tracing::error!(plugin = %slot.name(), error = %err, "cannot start the handler");
-            }
+        if let Some(engine) = self.engine.get()
+            && let Err(err) = engine.add(Registry::handler(&slot)).await
+        {
+            tracing::error!(plugin = %slot.name(), error = %err, "cannot start the handler");
         }
     }
 
@@ -370,10 +375,10 @@ impl Registry {
             slot
         };
         let Some(slot) = slot else { return };
-        if let Some(engine) = self.engine.get() {
-            if let Err(err) = engine.remove(&slot.component()).await {
-                tracing::error!(plugin = %slot.name(), error = %err, "cannot stop the handler");
-            }
+        if let Some(engine) = self.engine.get()
+            && let Err(err) = engine.remove(&slot.component()).await
+        {
+            tracing::error!(plugin = %slot.name(), error = %err, "cannot stop the handler");
         }
         slot.close().await;
         tracing::info!(plugin = %slot.name(), %source, "plugin removed");

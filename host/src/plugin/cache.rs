@@ -42,7 +42,7 @@
 //!
 //! # How big it grows
 //!
-//! A bundled plugin's entry takes a few hundred kilobytes. Every changed
+//! A bundled plugin's entry takes about 100 KB. Every changed
 //! plugin and every wasmtime upgrade adds entries; old ones stay until
 //! cleaned up. When an entry is written and the last cleanup is more than
 //! an hour old, wasmtime's background thread deletes the least recently
@@ -67,7 +67,8 @@ use super::runtime::to_anyhow;
 const SUBDIR: &str = "compiled-components";
 
 /// Total size of the entries (compressed) past which the cleanup deletes
-/// the least recently used ones: room for a hundred plugins or more.
+/// the least recently used ones: room for some 600 entries the size of the
+/// bundled plugins'.
 pub const SIZE_SOFT_LIMIT: u64 = 64 << 20;
 
 /// Number of entries past which the cleanup deletes the least recently
@@ -126,8 +127,8 @@ pub(super) struct DiskCache {
 
 impl DiskCache {
     /// Opens the cache under `dir`, creating its directories. Fails, naming
-    /// the directory, when it cannot be created or written, or when other
-    /// users may write it.
+    /// the directory, when it cannot be created or written, or when another
+    /// user owns it or may write it.
     pub(super) fn open(dir: &Path) -> anyhow::Result<Self> {
         let dir = std::path::absolute(dir)
             .with_context(|| format!("invalid plugin cache directory {:?}", dir.display()))?;
@@ -166,9 +167,10 @@ impl DiskCache {
         self.lookups.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The hits and misses so far.
     pub(super) fn stats(&self) -> CacheStats {
-        // Hits are counted during a lookup, after it is: read them first so
-        // that a concurrent load does not make them exceed the lookups.
+        // A lookup is counted before wasmtime counts its hit: reading the
+        // hits first keeps them from exceeding the lookups while loads run.
         let hits = self.cache.cache_hits() as u64;
         let lookups = self.lookups.load(Ordering::SeqCst);
         CacheStats {

@@ -71,8 +71,8 @@ impl Runtime {
 
     /// Like [`Runtime::new`], and with [`CompileCache::Dir`] keeps compiled
     /// components in that directory, creating it if need be. Fails, naming
-    /// the directory, when it cannot be created or written, or when other
-    /// users may write it.
+    /// the directory, when it cannot be created or written, or when another
+    /// user owns it or may write it.
     pub fn with_cache(limits: Limits, cache: CompileCache) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !limits.call_deadline.is_zero(),

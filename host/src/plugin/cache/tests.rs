@@ -131,9 +131,12 @@ fn runtimes_with_other_limits_share_entries() {
     assert_eq!(runtime.cache_stats(), stats(1, 0));
 }
 
+/// A change to the engine's settings.
+type Change = fn(&mut wasmtime::Config);
+
 /// Compiles `bytes` in an engine of the runtime's settings changed by
 /// `change`, with the cache under `dir`; gives the cache's hits.
-fn compile_with(dir: &Path, change: fn(&mut wasmtime::Config), bytes: &[u8]) -> usize {
+fn compile_with(dir: &Path, change: Change, bytes: &[u8]) -> usize {
     let cache = DiskCache::open(dir).expect("cache directory works");
     let mut config = engine_config(Some(cache.wasmtime()));
     change(&mut config);
@@ -152,7 +155,7 @@ fn an_engine_with_other_settings_does_not_load_the_entries() {
     let bytes = bytes_of("load_avg");
     load(&cached_runtime(dir.path()), "load_avg", bytes);
 
-    let cases: [(&str, fn(&mut wasmtime::Config)); 2] = [
+    let cases: [(&str, Change); 2] = [
         ("no epoch interruption", |config| {
             config.epoch_interruption(false);
         }),
@@ -320,73 +323,4 @@ fn the_default_directory_follows_xdg_then_home() {
 fn stats_serialize_as_counts() {
     let json = serde_json::to_value(stats(2, 1)).expect("serializes");
     assert_eq!(json, serde_json::json!({ "hits": 2, "misses": 1 }));
-}
-
-// THROWAWAY: measurement, removed after the run.
-#[test]
-#[ignore = "measurement"]
-fn measure_compile_vs_cached() {
-    use std::time::Instant;
-    let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
-    for round in 0..3 {
-        let start = Instant::now();
-        let plain = Runtime::new(Limits::default()).expect("runtime");
-        println!("round {round}: Runtime::new {:.2} ms", ms(start));
-        drop(plain);
-        let dir = TempDir::new().expect("temporary directory");
-        let start = Instant::now();
-        let cold = cached_runtime(dir.path());
-        println!(
-            "round {round}: Runtime::with_cache (empty dir) {:.2} ms",
-            ms(start)
-        );
-        let all = Instant::now();
-        for bundled in bundled() {
-            let start = Instant::now();
-            load(&cold, bundled.name, bundled.bytes);
-            println!(
-                "round {round}:   miss load {} ({} KB wasm) {:.2} ms",
-                bundled.name,
-                bundled.bytes.len() / 1024,
-                ms(start)
-            );
-        }
-        println!("round {round}: all misses {:.2} ms", ms(all));
-        drop(cold);
-        let start = Instant::now();
-        let warm = cached_runtime(dir.path());
-        println!(
-            "round {round}: Runtime::with_cache (filled dir) {:.2} ms",
-            ms(start)
-        );
-        let all = Instant::now();
-        for bundled in bundled() {
-            let start = Instant::now();
-            load(&warm, bundled.name, bundled.bytes);
-            println!(
-                "round {round}:   hit load {} {:.2} ms",
-                bundled.name,
-                ms(start)
-            );
-        }
-        println!(
-            "round {round}: all hits {:.2} ms; {:?}",
-            ms(all),
-            warm.cache_stats()
-        );
-        for entry in entries(dir.path()) {
-            println!(
-                "round {round}:   entry {} KB",
-                fs::metadata(&entry).expect("entry").len() / 1024
-            );
-        }
-        // Compile only (Component::new), no cache, vs. cached.
-        let engine = Engine::new(&engine_config(None)).expect("engine");
-        let start = Instant::now();
-        Component::new(&engine, bytes_of("load_avg")).expect("compiles");
-        println!(
-            "round {round}: Component::new load_avg uncached {:.2} ms",
-            ms(start)
-        );
-    }
 }
