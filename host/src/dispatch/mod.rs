@@ -28,6 +28,9 @@ use crate::ingest::{Kind, Response};
 use crate::ledger::{Ledger, Rejection, UNTYPED};
 use crate::lock;
 
+#[cfg(test)]
+mod tests;
+
 /// Where the payloads of one type go.
 #[derive(Clone, Debug)]
 pub struct Route {
@@ -205,10 +208,16 @@ async fn reserve(route: &Route) -> Result<mpsc::Permit<'_, Arc<Delivery>>, Refus
         Err(mpsc::error::TrySendError::Full(())) => {}
     }
     let mut failing = route.failing.clone();
+    let starts_failing = async move {
+        // A handler that is gone without saying so is not failing.
+        if failing.wait_for(|failing| *failing).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         biased;
         permit = route.queue.reserve() => permit.map_err(|_| Refused::Gone),
-        _ = failing.wait_for(|failing| *failing) => Err(Refused::Failing),
+        () = starts_failing => Err(Refused::Failing),
     }
 }
 

@@ -5,6 +5,10 @@
 //! never fatal: it is counted under its outcome, logged once per change of
 //! outcome, and retried after a backoff (or after the server's
 //! `Retry-After`).
+//!
+//! For a clean stop, [`Ingest::stop_polling`] makes every run, present and
+//! future, start no new poll; a poll under way finishes and hands its
+//! response on, and [`Ingest::polls_stopped`] tells when none is under way.
 
 pub mod decode;
 mod source;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use self::decode::{Decoded, Kind, Payload, Value};
 pub use self::source::{PollError, Secret, Source, SourceConfig};
@@ -71,6 +75,25 @@ pub struct Ingest<S = Source> {
     queue: mpsc::Sender<Response>,
     ledger: Arc<Ledger>,
     stats: Mutex<Stats>,
+    polling: watch::Sender<Polling>,
+}
+
+/// Whether ingest may poll, and whether a poll is under way.
+#[derive(Clone, Copy, Debug, Default)]
+struct Polling {
+    /// Asked to start no new poll; never cleared.
+    stopped: bool,
+    /// A poll is under way, or its response is being handed on.
+    busy: bool,
+}
+
+/// Marks a poll under way until dropped (also when a run is cancelled).
+struct Busy<'a>(&'a watch::Sender<Polling>);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|polling| polling.busy = false);
+    }
 }
 
 /// Counters of the ingest component, shown in its report.
@@ -151,7 +174,45 @@ impl<S: Poll> Ingest<S> {
             queue,
             ledger,
             stats: Mutex::default(),
+            polling: watch::Sender::new(Polling::default()),
         })
+    }
+
+    /// Starts no new poll from now on, in this run or any later one. A poll
+    /// under way finishes and hands its response on.
+    pub fn stop_polling(&self) {
+        self.polling.send_modify(|polling| polling.stopped = true);
+    }
+
+    /// Resolves once polling was stopped and no poll is under way.
+    /// Cancel-safe.
+    pub async fn polls_stopped(&self) {
+        let mut polling = self.polling.subscribe();
+        // The sender lives in `self`, so the wait cannot fail.
+        let _ = polling.wait_for(|p| p.stopped && !p.busy).await;
+    }
+
+    /// Resolves once polling was stopped. Cancel-safe.
+    async fn stopped(&self) {
+        let mut polling = self.polling.subscribe();
+        let _ = polling.wait_for(|p| p.stopped).await;
+    }
+
+    /// Marks a poll under way, unless polling was stopped: in one step, so
+    /// that [`Ingest::polls_stopped`] never misses a poll that starts.
+    fn begin_poll(&self) -> Option<Busy<'_>> {
+        let began = self.polling.send_if_modified(|polling| {
+            let may = !polling.stopped;
+            polling.busy |= may;
+            may
+        });
+        began.then_some(Busy(&self.polling))
+    }
+
+    /// What a run does once polling was stopped: nothing, until cancelled.
+    async fn idle(&self) -> anyhow::Result<()> {
+        tracing::info!("polling stopped");
+        std::future::pending().await
     }
 
     /// The component's report.
@@ -181,12 +242,19 @@ impl<S: Poll> Ingest<S> {
         tracing::info!(source = %self.source.describe(), run = ctx.run(), "polling");
         loop {
             // Ask for room first: the next poll waits for the pipeline.
-            let permit = self
-                .queue
-                .reserve()
-                .await
-                .context("the dispatch queue is closed")?;
-            tokio::time::sleep_until(next_poll).await;
+            let permit = tokio::select! {
+                biased;
+                () = self.stopped() => return self.idle().await,
+                permit = self.queue.reserve() => permit.context("the dispatch queue is closed")?,
+            };
+            tokio::select! {
+                biased;
+                () = self.stopped() => return self.idle().await,
+                () = tokio::time::sleep_until(next_poll) => {}
+            }
+            let Some(busy) = self.begin_poll() else {
+                return self.idle().await;
+            };
             let started = tokio::time::Instant::now();
             self.stats().started(started);
             // Pace from when this poll started: a stall is not caught up on.
@@ -245,12 +313,14 @@ impl<S: Poll> Ingest<S> {
                     next_poll = next_poll.max(tokio::time::Instant::now() + delay);
                 }
             }
+            // The response, if any, is counted and handed on.
+            drop(busy);
         }
     }
 }
 
 /// Entries of a response by type, as they enter the pipeline.
-fn received_counts(decoded: &Decoded) -> Vec<(&str, u64)> {
+pub(crate) fn received_counts(decoded: &Decoded) -> Vec<(&str, u64)> {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for payload in &decoded.payloads {
         *counts.entry(payload.kind.as_str()).or_default() += 1;

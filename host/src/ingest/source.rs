@@ -268,3 +268,28 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::parse_retry_after;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").expect("a date");
+        let cases = [
+            ("120", Some(Duration::from_secs(120))),
+            ("0", Some(Duration::ZERO)),
+            ("Wed, 21 Oct 2015 07:28:30 GMT", Some(Duration::from_secs(30))),
+            ("Wed, 21 Oct 2015 07:27:00 GMT", Some(Duration::ZERO)),
+            ("soon", None),
+            ("-5", None),
+            ("", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_retry_after(value, now), expected, "{value:?}");
+        }
+        assert!(parse_retry_after("1", SystemTime::now()).is_some());
+    }
+}
