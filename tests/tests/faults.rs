@@ -24,7 +24,7 @@ async fn recovers_after(faults: Vec<Reply>) -> (Host, serde_json::Value) {
     script.extend(replies(&good, 10));
     let api = TestApi::start(script, None).await;
     let host = Host::start_with(&api, None, |config| {
-        config.ingest.source.request_timeout = Duration::from_millis(300);
+        config.ingest.source.request_timeout = Duration::from_secs(1);
         config.ingest.source.max_body_bytes = 64 * 1024;
     })
     .await;
@@ -229,7 +229,7 @@ async fn a_mixed_fault_schedule_ends_with_the_aggregates_of_exactly_what_was_del
     let total = script.len() as u64;
     let api = TestApi::start(script, None).await;
     let host = Host::start_with(&api, None, |config| {
-        config.ingest.source.request_timeout = Duration::from_millis(200);
+        config.ingest.source.request_timeout = Duration::from_secs(1);
     })
     .await;
     let served = api.wait_for(|s| s.scripted == total).await;

@@ -38,7 +38,7 @@ async fn start(api: &TestApi, dir: &PluginDir) -> Host {
     let path = dir.path().to_owned();
     Host::start_with(api, None, move |config| {
         config.plugins = PluginSource::Dir(path);
-        config.limits.call_deadline = Duration::from_millis(100);
+        config.limits.call_deadline = Duration::from_millis(250);
         config.limits.memory_bytes = 16 * 1024 * 1024;
         config.engine.backoff.initial = Duration::from_millis(1);
         config.engine.backoff.max = Duration::from_millis(20);
