@@ -18,11 +18,15 @@
 //! does, its result is kept and it replaces the old version; if not, it is
 //! dropped with the reason recorded, and the old version applies the batch.
 //! Either way, no payload is lost or applied twice.
+//!
+//! Each slot keeps a [`latency::Histogram`] of the time from a response's
+//! receipt to the commit of its payloads (`Slot::latency`), for reports and
+//! benchmarks.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -32,8 +36,14 @@ use crate::batch;
 use crate::engine::Context;
 use crate::ledger::{Ledger, Rejection};
 use crate::lock;
+use crate::logs::RateLimit;
+use crate::metrics::{CallMetrics, CallOutcome};
 use crate::plugin::wit::{Applied, Batch};
 use crate::plugin::{CallError, Instance, Plugin};
+
+pub mod latency;
+
+use latency::Histogram;
 
 /// Reason under which a handler's own rejections are counted.
 pub const PLUGIN_REJECTED: &str = "plugin_rejected";
@@ -47,6 +57,10 @@ pub const DEAD_LETTERS: usize = 32;
 pub const PLUGIN_REMOVED: &str = "unhandled";
 /// Failed calls in a row after which the handler stops and backs off.
 pub const MAX_FAILURES_IN_A_ROW: u32 = 5;
+/// A plugin's failed calls, and its quarantined payloads, are each logged
+/// at WARN at most once per this period; the line says how many were held
+/// back (they are all counted in the handler's report).
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A batch on its way to a handler.
 #[derive(Debug)]
@@ -100,6 +114,9 @@ struct Stats {
     failures_in_a_row: u32,
     /// The last failed call.
     last_failure: Option<String>,
+    /// Time from receipt to commit of each applied payload.
+    #[serde(skip)]
+    latency: Histogram,
 }
 
 /// How the plugin of a slot came to be, for operators.
@@ -114,6 +131,8 @@ struct Versions {
     pending: Option<String>,
     /// Why the last offered version was turned down.
     last_reload_error: Option<String>,
+    /// Offered versions turned down at their trial.
+    turned_down: u64,
 }
 
 fn rfc3339_opt<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -136,7 +155,9 @@ pub struct Slot {
     name: String,
     types: Vec<String>,
     current: Mutex<Current>,
-    pending: Mutex<Option<Plugin>>,
+    /// A version waiting for its trial, numbered by offer.
+    pending: Mutex<Option<(u64, Plugin)>>,
+    offers: std::sync::atomic::AtomicU64,
     versions: Mutex<Versions>,
     sender: mpsc::Sender<Arc<Delivery>>,
     queue: tokio::sync::Mutex<mpsc::Receiver<Arc<Delivery>>>,
@@ -146,6 +167,10 @@ pub struct Slot {
     failing: watch::Sender<bool>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
     renderer: Mutex<Option<(u64, Instance)>>,
+    /// Rate limits of the WARN lines of failed calls and of quarantines.
+    warn_failed: Mutex<RateLimit>,
+    warn_quarantined: Mutex<RateLimit>,
+    calls: CallMetrics,
     ledger: Arc<Ledger>,
 }
 
@@ -162,6 +187,7 @@ impl Slot {
                 generation: 0,
             }),
             pending: Mutex::default(),
+            offers: std::sync::atomic::AtomicU64::new(0),
             versions: Mutex::new(Versions {
                 loaded_at: Some(SystemTime::now()),
                 ..Versions::default()
@@ -174,6 +200,9 @@ impl Slot {
             failing: watch::Sender::new(false),
             dead_letters: Mutex::default(),
             renderer: Mutex::default(),
+            warn_failed: Mutex::new(RateLimit::new(WARN_EVERY)),
+            warn_quarantined: Mutex::new(RateLimit::new(WARN_EVERY)),
+            calls: CallMetrics::new(),
             ledger,
         }
     }
@@ -219,6 +248,17 @@ impl Slot {
         lock(&self.state).clone()
     }
 
+    /// How the plugin's calls went and how long they took, for metrics.
+    pub fn calls(&self) -> &CallMetrics {
+        &self.calls
+    }
+
+    /// Time from the receipt of their response to their commit, of every
+    /// payload applied so far (plugin rejections excluded).
+    pub fn latency(&self) -> Histogram {
+        lock(&self.stats).latency.clone()
+    }
+
     /// Quarantined payloads, oldest first.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         lock(&self.dead_letters).iter().cloned().collect()
@@ -239,13 +279,21 @@ impl Slot {
             ));
         }
         lock(&self.versions).pending = Some(plugin.version().to_owned());
-        *lock(&self.pending) = Some(plugin);
+        let offer = self.offers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *lock(&self.pending) = Some((offer, plugin));
         Ok(())
     }
 
     /// The handler's counters, versions and queue, for reports.
     pub fn report(&self) -> serde_json::Value {
-        let mut report = serde_json::to_value(&*lock(&self.stats)).unwrap_or_default();
+        let stats = lock(&self.stats);
+        let mut report = serde_json::to_value(&*stats).unwrap_or_default();
+        let micros = |q| stats.latency.quantile(q).map(|d| d.as_micros() as u64);
+        report["receipt_to_applied_us"] = serde_json::json!({
+            "p50": micros(0.5),
+            "p99": micros(0.99),
+        });
+        drop(stats);
         let plugin = self.plugin();
         report["plugin"] = self.name.as_str().into();
         report["version"] = plugin.version().into();
@@ -358,6 +406,10 @@ impl Slot {
             .collect();
         let applied_count = (count - rejections.len()) as u64;
         *lock(&self.state) = Arc::from(applied.state);
+        // Recorded before the ledger counts the payloads: whoever sees them
+        // applied there sees their latency too.
+        let latency = in_hand.delivery.received_at.elapsed();
+        lock(&self.stats).latency.record(latency, applied_count);
         self.ledger.applied(kind, applied_count);
         let rejected_count = rejections.len() as u64;
         self.ledger.rejected(rejections);
@@ -394,7 +446,14 @@ impl Slot {
                     at: SystemTime::now(),
                 });
             }
-            tracing::warn!(plugin = %self.name, count, error = %detail, "payloads quarantined");
+            match lock(&self.warn_quarantined).check(Instant::now()) {
+                Some(suppressed) => tracing::warn!(
+                    plugin = %self.name, count, error = %detail, suppressed,
+                    "payloads quarantined"
+                ),
+                None => tracing::debug!(plugin = %self.name, count, error = %detail,
+                    "payloads quarantined"),
+            }
         }
         self.ledger
             .rejected((0..count).map(|_| Rejection::now(kind, reason, &detail)));
@@ -449,6 +508,7 @@ impl Slot {
         );
         let mut versions = lock(&self.versions);
         versions.pending = None;
+        versions.turned_down += 1;
         versions.last_reload_error = Some(format!("version {}: {error}", candidate.version()));
     }
 }
@@ -501,8 +561,16 @@ impl Worker {
     /// Gives a version waiting in the slot its trial on the whole batch in
     /// hand. Returns whether the batch was applied by it.
     async fn try_new_version(&mut self, in_hand: &InHand) -> anyhow::Result<bool> {
-        let Some(candidate) = lock(&self.slot.pending).take() else {
+        // The candidate stays offered until decided on, so that a run
+        // cancelled during the trial leaves it for the next run.
+        let Some((offer, candidate)) = lock(&self.slot.pending).clone() else {
             return Ok(false);
+        };
+        let decided = || {
+            let mut pending = lock(&self.slot.pending);
+            if pending.as_ref().is_some_and(|(waiting, _)| *waiting == offer) {
+                *pending = None;
+            }
         };
         let state = self.slot.state();
         let delivery = Arc::clone(&in_hand.delivery);
@@ -519,6 +587,7 @@ impl Worker {
         .context("the trial of a new plugin version panicked")?;
         match outcome {
             Ok((instance, applied)) => {
+                decided();
                 let total = batch::len(&in_hand.delivery.batch);
                 let generation = self.slot.promote(candidate);
                 self.instance = Some((generation, instance));
@@ -526,6 +595,7 @@ impl Worker {
                 Ok(true)
             }
             Err(err) => {
+                decided();
                 self.slot.turn_down(&candidate, err.to_string());
                 Ok(false)
             }
@@ -557,6 +627,7 @@ impl Worker {
         let state = slot.state();
         let delivery = Arc::clone(&in_hand.delivery);
         let whole = range.start == 0 && range.end == batch::len(&delivery.batch);
+        let started = Instant::now();
         let (instance, result) = tokio::task::spawn_blocking(move || {
             let result = if whole {
                 instance.apply(&state, &delivery.batch)
@@ -567,10 +638,19 @@ impl Worker {
         })
         .await
         .context("the plugin call panicked")?;
+        slot.calls
+            .observe(started.elapsed(), CallOutcome::of(&result));
         match &result {
             Err(err) if err.is_fatal() => {
                 slot.failed(err);
-                tracing::warn!(plugin = %slot.name, error = %err, "plugin failed; reinstantiating");
+                match lock(&slot.warn_failed).check(Instant::now()) {
+                    Some(suppressed) => tracing::warn!(
+                        plugin = %slot.name, error = %err, suppressed,
+                        "plugin failed; reinstantiating"
+                    ),
+                    None => tracing::debug!(plugin = %slot.name, error = %err,
+                        "plugin failed; reinstantiating"),
+                }
             }
             _ => self.instance = Some((generation, instance)),
         }
