@@ -15,3 +15,20 @@ ci:
 # Show a running host's components and plugins.
 status ADMIN="127.0.0.1:9480":
     curl -s http://{{ADMIN}}/components; echo; curl -s http://{{ADMIN}}/plugins; echo
+
+# Micro-benchmarks (criterion): decode, batch, plugin calls wasm vs native, trap recovery.
+bench *ARGS:
+    cargo bench -p sluice --bench micro -- {{ARGS}}
+
+# The load benchmark: the real pipeline at full load, wasm then native, and their ratio.
+bench-load *ARGS:
+    cargo run --release -p sluice --example load -- {{ARGS}}
+
+# How cost grows with entries per response, plugins loaded and CPU-array length.
+bench-sweep *ARGS:
+    cargo run --release -p sluice --example load -- --sweep {{ARGS}}
+
+# Time from `sluice run` to ready, with the compiled plugins cached.
+bench-startup RUNS="20":
+    cargo build --release -p sluice
+    bash host/benches/startup.sh {{RUNS}}

@@ -11,15 +11,20 @@ pub mod admin;
 pub mod backoff;
 pub mod batch;
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod engine;
 pub mod handler;
 pub mod ingest;
 pub mod ledger;
+pub mod logs;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod registry;
+pub mod scaffold;
+pub mod status;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -10,10 +10,21 @@
 //! The queues between components, the stash of dispatch and each plugin's
 //! aggregate belong to the pipeline, not to a run of a component, so a
 //! component that restarts picks up where the previous run stopped.
+//!
+//! # Stopping
+//!
+//! [`Pipeline::drain`] stops cleanly: ingest first stops polling (a poll
+//! under way finishes), then the pipeline waits, up to a grace period,
+//! until every payload received has been applied or rejected, and only
+//! then shuts the engine down. The [`DrainReport`] says what, if anything,
+//! was still in flight or did not stop.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::dispatch::Dispatch;
@@ -32,6 +43,8 @@ pub struct PipelineConfig {
     pub plugins: PluginSource,
     /// Limits of each plugin's sandbox.
     pub limits: Limits,
+    /// Limits of the plugins named here, instead of `limits`.
+    pub plugin_limits: BTreeMap<String, Limits>,
     /// Where compiled plugins are cached.
     pub cache: CompileCache,
     /// Supervision settings.
@@ -49,6 +62,7 @@ impl PipelineConfig {
             ingest,
             plugins: PluginSource::Bundled,
             limits: Limits::default(),
+            plugin_limits: BTreeMap::new(),
             cache: CompileCache::Off,
             engine: EngineConfig::default(),
             ingest_queue: 2,
@@ -62,6 +76,7 @@ pub struct Pipeline {
     engine: EngineHandle,
     ledger: Arc<Ledger>,
     registry: Arc<Registry>,
+    ingest: Arc<Ingest>,
 }
 
 impl Pipeline {
@@ -78,7 +93,8 @@ impl Pipeline {
         );
         let ledger = Arc::new(Ledger::new());
         let runtime = Runtime::with_cache(config.limits, config.cache)
-            .context("cannot start the wasm runtime")?;
+            .context("cannot start the wasm runtime")?
+            .with_plugin_limits(config.plugin_limits)?;
         let registry = Registry::load(
             runtime,
             config.plugins,
@@ -120,6 +136,7 @@ impl Pipeline {
             engine,
             ledger,
             registry,
+            ingest,
         })
     }
 
@@ -131,6 +148,11 @@ impl Pipeline {
     /// The pipeline's accounts.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
+    }
+
+    /// The ingest component's shared state, for its report.
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
     }
 
     /// The plugin set.
@@ -177,6 +199,107 @@ impl Pipeline {
     pub async fn shutdown(&self) -> ShutdownReport {
         self.engine.shutdown().await
     }
+
+    /// Stops the pipeline without losing what it holds, if it can:
+    ///
+    /// 1. ingest starts no new poll (one under way finishes and hands its
+    ///    response on);
+    /// 2. the pipeline waits until no poll is under way and nothing is in
+    ///    flight (every payload received is applied or rejected), or until
+    ///    `grace` has passed;
+    /// 3. the engine shuts down, dependents first, within its own
+    ///    [`EngineConfig::shutdown_grace`].
+    ///
+    /// The report says what was still in flight at the end, and which
+    /// components did not stop. Not cancel-safe once the engine's shutdown
+    /// has begun (see [`EngineHandle::shutdown`]).
+    pub async fn drain(&self, grace: Duration) -> DrainReport {
+        let began = tokio::time::Instant::now();
+        self.ingest.stop_polling();
+        let mut accounts = self.ledger.subscribe();
+        let settled = async {
+            self.ingest.polls_stopped().await;
+            // The ledger lives in `self`: the wait cannot fail.
+            let _ = accounts.wait_for(|a| a.total().in_flight() == 0).await;
+        };
+        let drained = tokio::time::timeout(grace, settled).await.is_ok();
+        let waited = began.elapsed();
+        let pending_at_deadline = self.ledger.snapshot().total().in_flight();
+        if !drained {
+            tracing::warn!(
+                in_flight = pending_at_deadline,
+                grace = ?grace,
+                "grace period over; stopping with payloads in flight"
+            );
+        }
+        let shutdown = self.engine.shutdown().await;
+        let accounts = self.ledger.snapshot();
+        let total = accounts.total();
+        let pending = accounts
+            .types()
+            .iter()
+            .filter(|(_, counts)| counts.in_flight() > 0)
+            .map(|(kind, counts)| (kind.clone(), counts.in_flight()))
+            .collect();
+        let report = DrainReport {
+            drained,
+            waited,
+            received: total.received,
+            applied: total.applied,
+            rejected: total.rejected_total(),
+            pending,
+            still_running: shutdown.still_running,
+        };
+        tracing::info!(
+            drained = report.drained,
+            received = report.received,
+            applied = report.applied,
+            rejected = report.rejected,
+            in_flight = report.in_flight(),
+            still_running = ?report.still_running,
+            "pipeline stopped"
+        );
+        report
+    }
+}
+
+/// The outcome of [`Pipeline::drain`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DrainReport {
+    /// Whether polls stopped and nothing was in flight within the grace
+    /// period.
+    pub drained: bool,
+    /// How long the drain waited, before the engine's shutdown.
+    #[serde(serialize_with = "millis")]
+    pub waited: Duration,
+    /// Payloads received since start.
+    pub received: u64,
+    /// Payloads applied since start.
+    pub applied: u64,
+    /// Payloads rejected since start, for any reason.
+    pub rejected: u64,
+    /// Payloads still in flight when the pipeline stopped, by type: lost,
+    /// since nothing keeps them across a restart. Empty when none.
+    pub pending: BTreeMap<String, u64>,
+    /// Components that did not stop within the engine's grace period.
+    pub still_running: Vec<String>,
+}
+
+impl DrainReport {
+    /// Payloads still in flight when the pipeline stopped.
+    pub fn in_flight(&self) -> u64 {
+        self.pending.values().sum()
+    }
+
+    /// Whether anything was lost: payloads in flight, or components that
+    /// did not stop.
+    pub fn lost(&self) -> bool {
+        self.in_flight() > 0 || !self.still_running.is_empty()
+    }
+}
+
+fn millis<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Declares a component whose state is `shared` and whose runs are `run`.

@@ -40,6 +40,10 @@ pub enum PluginSource {
     Bundled,
     /// Every `.wasm` file of a directory, watched for changes.
     Dir(PathBuf),
+    /// Plugins the embedder loaded itself (with a [`Runtime`] of its own,
+    /// or [`Plugin::native`]); not watched. Benchmarks use it to run the
+    /// pipeline with native handlers.
+    Loaded(Vec<Plugin>),
 }
 
 /// A plugin file that could not be used.
@@ -99,6 +103,8 @@ pub struct Registry {
     routes: watch::Sender<Routes>,
     inner: Mutex<Inner>,
     events: watch::Sender<VecDeque<ReloadEvent>>,
+    /// Every event since start, by outcome (the list above keeps the latest).
+    event_counts: Mutex<BTreeMap<&'static str, u64>>,
     engine: OnceLock<EngineHandle>,
 }
 
@@ -119,6 +125,7 @@ impl Registry {
             routes: watch::Sender::new(Arc::new(HashMap::new())),
             inner: Mutex::default(),
             events: watch::Sender::new(VecDeque::new()),
+            event_counts: Mutex::default(),
             engine: OnceLock::new(),
         });
         match &registry.source {
@@ -128,6 +135,12 @@ impl Registry {
                     let loaded = registry.runtime.load(&source, bundled.bytes);
                     let loaded = loaded.map_err(|err| err.to_string());
                     registry.settle_new(&source, 0, loaded).await;
+                }
+            }
+            PluginSource::Loaded(plugins) => {
+                for plugin in plugins {
+                    let source = plugin.source().to_owned();
+                    registry.settle_new(&source, 0, Ok(plugin.clone())).await;
                 }
             }
             PluginSource::Dir(_) => registry.rescan().await?,
@@ -158,6 +171,12 @@ impl Registry {
     /// The latest reload events; changes are signalled.
     pub fn events(&self) -> watch::Receiver<VecDeque<ReloadEvent>> {
         self.events.subscribe()
+    }
+
+    /// How many events of each outcome (`added`, `offered`, `removed`,
+    /// `failed`) happened since start.
+    pub fn event_counts(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.event_counts).clone()
     }
 
     /// The manifold of the handler of `slot`.
@@ -408,6 +427,7 @@ impl Registry {
             outcome,
             detail,
         };
+        *lock(&self.event_counts).entry(outcome).or_default() += 1;
         self.events.send_modify(|events| {
             if events.len() == EVENTS {
                 events.pop_front();

@@ -119,6 +119,19 @@ async fn a_bad_flag_is_named_in_the_error() {
             vec!["run", "--plugins", "/nonexistent/plugins"],
             "/nonexistent/plugins",
         ),
+        (
+            vec!["run", "--poll-interval", "1m", "--retry-max", "30s"],
+            "--poll-interval",
+        ),
+        (
+            vec!["run", "--ca-bundle", "/nonexistent/ca.pem"],
+            "--ca-bundle",
+        ),
+        (vec!["run", "--max-body-bytes", "0"], "--max-body-bytes"),
+        (
+            vec!["run", "--plugin-memory-mib", "lots"],
+            "--plugin-memory-mib",
+        ),
     ];
     for (args, named) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -48,7 +48,8 @@ impl Host {
         });
         adjust(&mut config);
         let pipeline = Arc::new(Pipeline::start(config).await.expect("the pipeline starts"));
-        let listener = sluice::admin::bind("127.0.0.1:0".parse().expect("an address"))
+        let access = sluice::admin::Access::open();
+        let listener = sluice::admin::bind("127.0.0.1:0".parse().expect("an address"), &access)
             .await
             .expect("bind the admin port");
         let admin = format!("http://{}", listener.local_addr().expect("an address"));
@@ -56,6 +57,7 @@ impl Host {
         tokio::spawn(sluice::admin::serve(
             listener,
             Arc::clone(&pipeline),
+            access,
             stop.clone(),
         ));
         Host {

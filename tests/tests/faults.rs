@@ -292,3 +292,30 @@ async fn tls_with_a_self_signed_certificate_works_only_with_its_ca_bundle() {
     trusting.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_date_holds_the_next_poll_until_then() {
+    let good = known_entries(3);
+    // Three seconds ahead; HTTP dates have whole seconds, so more than two.
+    let until = std::time::SystemTime::now() + Duration::from_secs(3);
+    let date = httpdate::fmt_http_date(until);
+    let mut script = vec![with_header(503, "retry-after", &date)];
+    script.extend(replies(&good, 3));
+    let api = TestApi::start(script, None).await;
+    let host = Host::start_with(&api, None, |config| {
+        config.ingest.retry.max = Duration::from_secs(10);
+    })
+    .await;
+    api.wait_for(|s| s.requests == 1).await;
+    let refused = std::time::Instant::now();
+    api.wait_for(|s| s.requests == 2).await;
+    let waited = refused.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_500),
+        "polled again after {waited:?}, before the date the server gave"
+    );
+    host.settle(good.len()).await;
+    let report = ingest_report(&host).await;
+    assert_eq!(report["polls"]["rate_limited"], 1, "{report}");
+    host.stop().await;
+}

@@ -1,7 +1,10 @@
 //! The whole pipeline against the test API server: real HTTP on loopback,
 //! the real host, the bundled wasm plugins.
 
+use serde_json::json;
 use sluice::engine::{ComponentReport, ComponentState};
+use sluice::pipeline::PluginSource;
+use sluice_tests::fixtures::{self, PluginDir};
 use sluice_tests::host::Host;
 use sluice_tests::{Reply, TestApi, envelope, known_entries, replies};
 
@@ -35,7 +38,7 @@ async fn aggregates_equal_those_computed_from_what_the_server_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn components_start_in_dependency_order_and_report_themselves() {
+async fn every_component_reports_its_inputs_and_runs_once_started() {
     let api = TestApi::start(Vec::new(), None).await;
     let host = Host::start(&api, None).await;
     host.wait_components(|rs| rs.iter().all(|r| r.state == ComponentState::Running))
@@ -79,18 +82,33 @@ async fn components_start_in_dependency_order_and_report_themselves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_component_bounces_its_dependents_and_loses_no_payload() {
-    let first = known_entries(300);
-    let second: Vec<_> = known_entries(900).split_off(300);
-    let api = TestApi::start(replies(&first, 5), None).await;
-    let host = Host::start(&api, None).await;
-    api.wait_for(|s| s.scripted == 60).await;
+    let dir = PluginDir::new().with_bundled();
+    dir.add(fixtures::CHAOS, "chaos.wasm");
+    let entries = known_entries(600);
+    // Each response also holds a payload that takes the chaos handler 2 ms,
+    // so that payloads wait in the queues when dispatch is restarted.
+    let slow = || envelope("chaos", json!({ "spin_ms": 2, "value": 1 }));
+    let script: Vec<Reply> = entries
+        .chunks(5)
+        .map(|chunk| Reply::Entries(chunk.iter().cloned().chain([slow()]).collect()))
+        .collect();
+    let responses = script.len();
+    let api = TestApi::start(script, None).await;
+    let path = dir.path().to_owned();
+    let host = Host::start_with(&api, None, move |config| {
+        config.plugins = PluginSource::Dir(path);
+    })
+    .await;
 
+    // Restart dispatch while payloads are provably in the pipeline.
+    let ledger = host.pipeline.ledger();
+    host.wait_until(|| ledger.snapshot().total().in_flight() >= 6)
+        .await;
     host.pipeline
         .engine()
         .restart("dispatch")
         .await
         .expect("dispatch exists");
-    api.push(replies(&second, 5));
     host.wait_components(|rs| {
         let dispatch = component(rs, "dispatch");
         dispatch.starts == 2
@@ -102,10 +120,14 @@ async fn a_restarted_component_bounces_its_dependents_and_loses_no_payload() {
     })
     .await;
 
-    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
-    api.wait_for(|s| s.scripted == (all.len() / 5) as u64).await;
-    host.settle(all.len()).await;
-    host.check_aggregates(&all).await;
+    let served = api.wait_for(|s| s.scripted == responses as u64).await;
+    host.settle(served.delivered.len()).await;
+    host.check_aggregates(&entries).await;
+    assert_eq!(
+        host.plugin("chaos").await["state"],
+        json!({ "sum": responses as f64, "count": responses }),
+        "a payload of the slow handler was lost or applied twice"
+    );
 
     let reports = host.pipeline.engine().report().await;
     let dispatch = component(&reports, "dispatch");
@@ -117,10 +139,18 @@ async fn a_restarted_component_bounces_its_dependents_and_loses_no_payload() {
         (1, 0),
         "ingest does not depend on dispatch"
     );
-    for handler in reports.iter().filter(|r| r.name.starts_with("handler:")) {
+    let handlers: Vec<_> = reports
+        .iter()
+        .filter(|r| r.name.starts_with("handler:"))
+        .collect();
+    assert_eq!(handlers.len(), 4);
+    for handler in handlers {
         assert_eq!(handler.bounces, 1, "{} was not bounced", handler.name);
         assert!(handler.last_error.is_none());
     }
+    let accounts = host.get("/accounts").await;
+    assert_eq!(accounts["total"]["received"], 600 + responses);
+    assert_eq!(accounts["total"]["applied"], 600 + responses);
     host.stop().await;
 }
 

@@ -188,71 +188,124 @@ async fn files_that_are_not_handlers_are_reported_and_the_rest_load() {
     host.stop().await;
 }
 
+/// Waits until the registry has offered, or failed to load, `count` files
+/// in all, and returns the latest event.
+async fn offered(host: &Host, count: usize) -> sluice::registry::ReloadEvent {
+    let mut events = host.pipeline.registry().events();
+    let seen = events.wait_for(|events| {
+        events
+            .iter()
+            .filter(|e| e.outcome == "offered" || e.outcome == "failed")
+            .count()
+            >= count
+    });
+    tokio::time::timeout(sluice_tests::PATIENCE, seen)
+        .await
+        .expect("the file is picked up in time")
+        .expect("the registry lives")
+        .back()
+        .cloned()
+        .expect("an event")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_is_swapped_under_a_steady_stream_and_a_broken_one_turned_down() {
     let dir = PluginDir::new().with_bundled();
     dir.add(fixtures::CHAOS, "chaos.wasm");
-    let values: Vec<serde_json::Value> = (0..3_000).map(|i| chaos(json!(i % 97))).collect();
-    let sum: f64 = (0..3_000).map(|i| f64::from(i % 97)).sum();
     let api = TestApi::start(Vec::new(), None).await;
+    // A steady stream for as long as the test runs, reloads included.
+    api.set_idle(Reply::Entries(vec![
+        chaos(json!(1)),
+        envelope("load_avg", json!(0.5)),
+    ]));
     let host = start(&api, &dir).await;
     let slot = || host.pipeline.registry().slots()["chaos"].report();
+    let applied = || host.pipeline.ledger().snapshot().of("chaos").applied;
+    host.wait_until(|| applied() >= 100).await;
 
-    let events = host.pipeline.registry().events();
-    let offered = |count: usize| {
-        let mut events = events.clone();
-        async move {
-            let seen = events.wait_for(|events| {
-                events
-                    .iter()
-                    .filter(|e| e.outcome == "offered" || e.outcome == "failed")
-                    .count()
-                    >= count
-            });
-            seen.await
-                .expect("the registry lives")
-                .back()
-                .cloned()
-                .expect("an event")
-        }
-    };
-
-    // A steady stream, with the new version dropped in mid-way: it takes
-    // over at the first batch after it was offered.
-    api.push(replies(&values[..1_000], 5));
-    api.wait_for(|s| s.scripted >= 50).await;
+    // The new version takes over at the first batch after it was offered,
+    // while payloads keep coming.
     dir.add(fixtures::CHAOS_V2, "chaos.wasm");
-    offered(1).await;
-    api.push(replies(&values[1_000..2_000], 5));
+    offered(&host, 1).await;
     host.wait_until(|| slot()["version"] == "0.2.0").await;
     assert_eq!(slot()["versions"]["reloads"], 1);
+    let swapped_at = applied();
+    host.wait_until(|| applied() >= swapped_at + 100).await;
 
-    // A replacement that traps on its first batch is turned down.
+    // A replacement that traps where the running version does not is
+    // turned down.
     dir.add(fixtures::CHAOS_BROKEN, "chaos.wasm");
-    offered(2).await;
-    api.push(replies(&values[2_000..2_500], 5));
+    offered(&host, 2).await;
     host.wait_until(|| slot()["versions"]["last_reload_error"].is_string())
         .await;
     let report = slot();
     assert_eq!(report["version"], "0.2.0", "{report}");
+    assert_eq!(report["versions"]["turned_down"], 1, "{report}");
     assert!(
         report["versions"]["last_reload_error"]
             .as_str()
-            .is_some_and(|e| e.contains("0.3.0"))
+            .is_some_and(|e| e.contains("0.3.0")),
+        "{report}"
     );
 
     // So is a file that does not compile.
     dir.write("chaos.wasm", fixtures::not_wasm());
-    let failed = offered(3).await;
+    let failed = offered(&host, 3).await;
     assert_eq!(failed.outcome, "failed", "{failed:?}");
-    api.push(replies(&values[2_500..], 5));
+    let after_failure = applied();
+    host.wait_until(|| applied() >= after_failure + 100).await;
 
-    host.settle(values.len()).await;
+    // Stop the stream: every payload delivered was applied exactly once.
+    api.set_idle(Reply::Entries(Vec::new()));
+    let mark = api.served().requests;
+    let served = api.wait_for(|s| s.requests >= mark + 2).await;
+    host.settle(served.delivered.len()).await;
+    let sent = served
+        .delivered
+        .iter()
+        .filter(|e| e["type"] == "chaos")
+        .count();
     let plugin = host.plugin("chaos").await;
     assert_eq!(plugin["version"], "0.2.0");
-    assert_eq!(plugin["state"], json!({ "sum": sum, "count": 3_000 }));
+    assert_eq!(
+        plugin["state"],
+        json!({ "sum": sent as f64, "count": sent })
+    );
     let accounts = host.get("/accounts").await;
-    assert_eq!(accounts["types"]["chaos"]["applied"], 3_000);
+    assert_eq!(accounts["types"]["chaos"]["applied"], sent);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_whose_trial_batch_is_poison_waits_for_the_next_batch() {
+    let dir = PluginDir::new().with_bundled();
+    dir.add(fixtures::CHAOS, "chaos.wasm");
+    let api = TestApi::start(Vec::new(), None).await;
+    let host = start(&api, &dir).await;
+    let slot = || host.pipeline.registry().slots()["chaos"].report();
+
+    dir.add(fixtures::CHAOS_V2, "chaos.wasm");
+    offered(&host, 1).await;
+    // The trial batch traps both versions: the payload is at fault.
+    api.push([Reply::Entries(vec![
+        chaos(json!(1)),
+        chaos(json!("panic")),
+        chaos(json!(2)),
+    ])]);
+    host.settle(3).await;
+    let report = slot();
+    assert_eq!(report["version"], "0.1.0", "{report}");
+    assert_eq!(report["versions"]["pending"], "0.2.0", "{report}");
+    assert_eq!(report["versions"]["turned_down"], 0, "{report}");
+    assert_eq!(report["quarantined"], 1, "{report}");
+
+    // The next batch is its trial, and it passes.
+    api.push([Reply::Entries(vec![chaos(json!(4))])]);
+    host.settle(4).await;
+    let plugin = host.plugin("chaos").await;
+    assert_eq!(plugin["version"], "0.2.0");
+    assert_eq!(plugin["state"], json!({ "sum": 7.0, "count": 3 }));
+    assert_eq!(plugin["dead_letters"][0]["value"], "\"panic\"");
     host.stop().await;
 }
 
@@ -324,13 +377,16 @@ async fn a_slow_handler_sets_the_pace_of_polling_and_nothing_piles_up() {
     const BOUND: u64 = 6;
     let ledger = host.pipeline.ledger();
     let slot = host.pipeline.registry().slots()["chaos"].clone();
+    let ingest = host.pipeline.ingest();
     let mut widest = 0;
-    let mut deepest = 0;
+    let (mut deepest, mut deepest_ingest) = (0, 0);
     api.wait_for(|served| {
         let applied = ledger.snapshot().of("chaos").applied;
         widest = widest.max(served.requests.saturating_sub(applied));
         let depth = slot.report()["queue"]["depth"].as_u64().unwrap_or(0);
         deepest = deepest.max(depth);
+        let depth = ingest.report()["queue"]["depth"].as_u64().unwrap_or(0);
+        deepest_ingest = deepest_ingest.max(depth);
         served.requests >= 300
     })
     .await;
@@ -338,7 +394,9 @@ async fn a_slow_handler_sets_the_pace_of_polling_and_nothing_piles_up() {
         widest <= BOUND,
         "{widest} responses polled ahead of the slow handler"
     );
-    assert!(deepest <= 2, "the handler queue grew to {deepest}");
+    // Both queues filled up to their bound, which is what held the polls.
+    assert_eq!(deepest, 2, "the deepest handler queue");
+    assert_eq!(deepest_ingest, 1, "the deepest ingest queue");
 
     // Stop the stream: everything polled is applied, nothing is lost.
     api.set_idle(Reply::Entries(Vec::new()));

@@ -9,10 +9,15 @@
 //! point neither loses nor repeats a payload.
 //!
 //! A handler that is merely slow fills its queue and dispatch waits for it,
-//! which holds up the next poll: back-pressure. A handler that keeps
-//! failing (it is backing off, or isolating payloads that trap) would hold
-//! up every other type that way, so while it fails, a batch that finds its
-//! queue full is rejected as `handler_failing` instead, and counted.
+//! which holds up the next poll: back-pressure. A handler that stopped on
+//! errors (it failed [`MAX_FAILURES_IN_A_ROW`] calls in a row and is backing
+//! off) would hold up every other type that way, so while it is stopped, a
+//! batch that finds its queue full is rejected as `handler_failing` instead,
+//! and counted. Before it stops, while it retries and isolates payloads
+//! that trap, it is treated as slow: that lasts at most a few call
+//! deadlines.
+//!
+//! [`MAX_FAILURES_IN_A_ROW`]: crate::handler::MAX_FAILURES_IN_A_ROW
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -17,7 +17,10 @@
 //! read the current aggregate and apply the batch without failing. If it
 //! does, its result is kept and it replaces the old version; if not, it is
 //! dropped with the reason recorded, and the old version applies the batch.
-//! Either way, no payload is lost or applied twice.
+//! A trap is judged by the old version: if the old version traps on the
+//! same batch too, the batch holds a poison payload, which is isolated as
+//! usual, and the new version stays offered for the next batch. Either way,
+//! no payload is lost or applied twice.
 //!
 //! Each slot keeps a [`latency::Histogram`] of the time from a response's
 //! receipt to the commit of its payloads (`Slot::latency`), for reports and
@@ -279,7 +282,9 @@ impl Slot {
             ));
         }
         lock(&self.versions).pending = Some(plugin.version().to_owned());
-        let offer = self.offers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let offer = self
+            .offers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *lock(&self.pending) = Some((offer, plugin));
         Ok(())
     }
@@ -500,6 +505,17 @@ impl Slot {
         generation
     }
 
+    /// Withdraws the offer numbered `offer`, unless a newer one replaced it.
+    fn decide(&self, offer: u64) {
+        let mut pending = lock(&self.pending);
+        if pending
+            .as_ref()
+            .is_some_and(|(waiting, _)| *waiting == offer)
+        {
+            *pending = None;
+        }
+    }
+
     /// Drops `candidate` for `error`; the running version carries on.
     fn turn_down(&self, candidate: &Plugin, error: String) {
         tracing::error!(
@@ -511,6 +527,23 @@ impl Slot {
         versions.turned_down += 1;
         versions.last_reload_error = Some(format!("version {}: {error}", candidate.version()));
     }
+}
+
+/// How the trial of a new version went.
+enum Trial {
+    /// No version was waiting, or it was turned down.
+    None,
+    /// The new version applied the batch and runs from now on.
+    Applied,
+    /// The new version trapped on the batch; still offered.
+    Trapped(TrappedTrial),
+}
+
+/// A new version that trapped on its trial batch.
+struct TrappedTrial {
+    offer: u64,
+    candidate: Plugin,
+    error: String,
 }
 
 /// One run's instance of the plugin.
@@ -525,14 +558,28 @@ impl Worker {
     async fn work(&mut self, in_hand: InHand) -> anyhow::Result<()> {
         let total = batch::len(&in_hand.delivery.batch);
         let from = in_hand.done;
-        if from == 0 && !in_hand.one_by_one && self.try_new_version(&in_hand).await? {
-            return Ok(());
+        let mut trapped_trial = None;
+        if from == 0 && !in_hand.one_by_one {
+            match self.try_new_version(&in_hand).await? {
+                Trial::Applied => return Ok(()),
+                Trial::Trapped(trial) => trapped_trial = Some(trial),
+                Trial::None => {}
+            }
         }
         if !in_hand.one_by_one {
             // The whole rest of the batch in one call, and once more on a
             // fresh instance if the first call failed.
             for _attempt in 0..2 {
-                match self.call(&in_hand, from..total).await? {
+                let result = self.call(&in_hand, from..total).await?;
+                if !result.as_ref().is_err_and(CallError::is_fatal) {
+                    // The running version took the batch that the new one
+                    // trapped on: the new version is at fault.
+                    if let Some(trial) = trapped_trial.take() {
+                        self.slot.decide(trial.offer);
+                        self.slot.turn_down(&trial.candidate, trial.error);
+                    }
+                }
+                match result {
                     Ok(applied) => {
                         self.slot.commit(from, total - from, applied);
                         return Ok(());
@@ -543,6 +590,16 @@ impl Worker {
                     }
                     Err(_) => {}
                 }
+            }
+            // The running version trapped on the batch too: the batch, not
+            // a new version that trapped on it, is at fault. That version
+            // stays offered, for a trial on the next batch.
+            if let Some(trial) = trapped_trial {
+                tracing::info!(
+                    plugin = %self.slot.name, version = %trial.candidate.version(),
+                    "the trial batch traps the running version too; the new version waits for \
+                     the next batch"
+                );
             }
             if let Some(h) = lock(&self.slot.in_hand).as_mut() {
                 h.one_by_one = true;
@@ -559,18 +616,14 @@ impl Worker {
     }
 
     /// Gives a version waiting in the slot its trial on the whole batch in
-    /// hand. Returns whether the batch was applied by it.
-    async fn try_new_version(&mut self, in_hand: &InHand) -> anyhow::Result<bool> {
+    /// hand. A version that cannot read the aggregate, or returns an error
+    /// on it, is turned down at once; one that traps is judged against the
+    /// running version on the same batch (see [`Worker::work`]).
+    async fn try_new_version(&mut self, in_hand: &InHand) -> anyhow::Result<Trial> {
         // The candidate stays offered until decided on, so that a run
         // cancelled during the trial leaves it for the next run.
         let Some((offer, candidate)) = lock(&self.slot.pending).clone() else {
-            return Ok(false);
-        };
-        let decided = || {
-            let mut pending = lock(&self.slot.pending);
-            if pending.as_ref().is_some_and(|(waiting, _)| *waiting == offer) {
-                *pending = None;
-            }
+            return Ok(Trial::None);
         };
         let state = self.slot.state();
         let delivery = Arc::clone(&in_hand.delivery);
@@ -587,17 +640,22 @@ impl Worker {
         .context("the trial of a new plugin version panicked")?;
         match outcome {
             Ok((instance, applied)) => {
-                decided();
+                self.slot.decide(offer);
                 let total = batch::len(&in_hand.delivery.batch);
                 let generation = self.slot.promote(candidate);
                 self.instance = Some((generation, instance));
                 self.slot.commit(0, total, applied);
-                Ok(true)
+                Ok(Trial::Applied)
             }
+            Err(err) if err.is_fatal() => Ok(Trial::Trapped(TrappedTrial {
+                offer,
+                candidate,
+                error: err.to_string(),
+            })),
             Err(err) => {
-                decided();
+                self.slot.decide(offer);
                 self.slot.turn_down(&candidate, err.to_string());
-                Ok(false)
+                Ok(Trial::None)
             }
         }
     }

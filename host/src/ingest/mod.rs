@@ -2,9 +2,9 @@
 //!
 //! Ingest asks for the next response only once the dispatch queue has room
 //! for it, so polling follows the pace of the handlers. A failed poll is
-//! never fatal: it is counted under its outcome, logged once per change of
-//! outcome, and retried after a backoff (or after the server's
-//! `Retry-After`).
+//! never fatal: it is counted under its outcome, logged the first time that
+//! outcome occurs in a spell of failures (the polls since the last success),
+//! and retried after a backoff (or after the server's `Retry-After`).
 //!
 //! For a clean stop, [`Ingest::stop_polling`] makes every run, present and
 //! future, start no new poll; a poll under way finishes and hands its
@@ -15,7 +15,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -238,7 +238,11 @@ impl<S: Poll> Ingest<S> {
     pub async fn run(self: Arc<Self>, ctx: Context) -> anyhow::Result<()> {
         let mut backoff = Backoff::new(self.config.retry)?;
         let mut next_poll = tokio::time::Instant::now();
-        let mut failing: Option<&'static str> = None;
+        // The outcomes already logged in this spell of failures: each is
+        // logged once, however the failures alternate (the reference server
+        // draws its 500s before it checks the token, so a bad token shows as
+        // 401s and 500s in turn).
+        let mut logged: BTreeSet<&'static str> = BTreeSet::new();
         tracing::info!(source = %self.source.describe(), run = ctx.run(), "polling");
         loop {
             // Ask for room first: the next poll waits for the pipeline.
@@ -270,8 +274,9 @@ impl<S: Poll> Ingest<S> {
                     stats.last_error = None;
                     stats.retry_in_ms = None;
                     drop(stats);
-                    if let Some(outcome) = failing.take() {
-                        tracing::info!(after = outcome, "polls succeed again");
+                    if !logged.is_empty() {
+                        let after: Vec<_> = std::mem::take(&mut logged).into_iter().collect();
+                        tracing::info!(after = ?after, "polls succeed again");
                     }
                     backoff.reset();
                     // An empty answer is normal, and takes no room downstream.
@@ -299,9 +304,8 @@ impl<S: Poll> Ingest<S> {
                     };
                     stats.retry_in_ms = Some(delay.as_millis());
                     drop(stats);
-                    // One line per change of outcome; repeats go to DEBUG.
-                    if failing != Some(outcome) {
-                        failing = Some(outcome);
+                    // One line per outcome and spell; repeats go to DEBUG.
+                    if logged.insert(outcome) {
                         if matches!(err, PollError::Unauthorized) {
                             tracing::error!(error = %err, retry_in = ?delay, "poll failed");
                         } else {

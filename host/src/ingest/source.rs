@@ -281,7 +281,10 @@ mod tests {
         let cases = [
             ("120", Some(Duration::from_secs(120))),
             ("0", Some(Duration::ZERO)),
-            ("Wed, 21 Oct 2015 07:28:30 GMT", Some(Duration::from_secs(30))),
+            (
+                "Wed, 21 Oct 2015 07:28:30 GMT",
+                Some(Duration::from_secs(30)),
+            ),
             ("Wed, 21 Oct 2015 07:27:00 GMT", Some(Duration::ZERO)),
             ("soon", None),
             ("-5", None),

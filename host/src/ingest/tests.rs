@@ -188,3 +188,64 @@ async fn polls_are_paced_from_their_start_and_wait_for_room_without_catching_up(
         "at most one poll per 250 ms: {report}"
     );
 }
+
+/// A log writer into a shared buffer.
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        crate::lock(&self.0).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_token_is_logged_once_per_spell_whatever_failures_come_between() {
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let writer = Arc::clone(&logged);
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || Captured(Arc::clone(&writer)))
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The test runtime has one thread, which runs ingest too.
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    // As the reference server answers a bad token with faults injected:
+    // 401 and 500 in turn, then the token is fixed, then it is wrong again.
+    let mut script = Vec::new();
+    for _ in 0..5 {
+        script.push(Err(PollError::Unauthorized));
+        script.push(server_error());
+    }
+    script.push(Ok(one_load()));
+    script.push(Err(PollError::Unauthorized));
+    let mut rig = rig(script, Duration::ZERO, 8);
+    rig.gaps(12).await;
+
+    let logged = String::from_utf8(crate::lock(&logged).clone()).expect("UTF-8 logs");
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    let failed = |level: &str, needle: &str| {
+        lines
+            .iter()
+            .filter(|line| {
+                line["level"] == level
+                    && line["fields"]["message"] == "poll failed"
+                    && line["fields"]["error"]
+                        .as_str()
+                        .is_some_and(|error| error.contains(needle))
+            })
+            .count()
+    };
+    // Once in the first spell of failures, once more after the success.
+    assert_eq!(failed("ERROR", "token rejected"), 2, "{logged}");
+    assert_eq!(failed("WARN", "server error"), 1, "{logged}");
+    assert_eq!(rig.ingest.report()["polls"]["unauthorized"], 6);
+}

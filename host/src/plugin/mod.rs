@@ -7,6 +7,9 @@
 //! - [`Plugin::instantiate`] gives an [`Instance`], a sandbox with a store
 //!   of its own, through which the host calls `apply` and `render`;
 //!   [`CallError`] says how a call failed, and whether the instance died.
+//! - [`Plugin::native`] makes a plugin of a handler compiled into the
+//!   host, with the same [`Instance`] interface but no sandbox: for
+//!   benchmarks that compare the sandbox's cost with native code.
 //! - [`bundled`] lists the plugins embedded in the host.
 //! - [`Runtime::with_cache`] keeps compiled components on disk, keyed by
 //!   their bytes, the wasmtime version and the engine's settings, so that a
@@ -33,7 +36,7 @@ pub use bundled::{BUNDLED_DIR, BundledPlugin, bundled};
 pub use cache::{CacheStats, CompileCache};
 pub use error::{CallError, LoadError};
 pub use limits::Limits;
-pub use runtime::{Instance, Plugin, Runtime, TICK};
+pub use runtime::{Instance, NativeApply, NativeRender, Plugin, Runtime, TICK};
 
 /// The types of the WIT contract, as the host sees them.
 pub mod wit {

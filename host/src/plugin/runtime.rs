@@ -13,7 +13,13 @@
 //! A runtime made by [`Runtime::with_cache`] keeps the components it
 //! compiles on disk and loads them from there when their bytes come again,
 //! in this process or the next: see [`super::cache`].
+//!
+//! [`Plugin::native`] makes a plugin whose handler is compiled into the
+//! host instead: no sandbox, no limits, the same [`Instance`] interface.
+//! It exists so that benchmarks can run the pipeline with the bundled
+//! handlers' logic compiled natively and compare (see `BENCHMARKS.md`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -45,6 +51,9 @@ const MAX_NAME_LEN: usize = 64;
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// What plugins with limits of their own share instead of `shared`:
+    /// the same engine, linker and ticker, other limits.
+    per_plugin: Arc<BTreeMap<String, Arc<Shared>>>,
 }
 
 /// What a runtime, its plugins and their instances share.
@@ -57,7 +66,45 @@ struct Shared {
     deadline_ticks: u64,
     /// The cache of compiled components, when on.
     cache: Option<DiskCache>,
-    _ticker: Ticker,
+    /// One per engine, shared with the limits of single plugins: a second
+    /// ticker would make the epoch, and so every deadline, run faster.
+    _ticker: Arc<Ticker>,
+}
+
+impl Shared {
+    /// The same engine, linker and ticker, with other limits; no cache
+    /// (components are compiled with the runtime's `Shared`).
+    fn with_limits(&self, limits: Limits) -> anyhow::Result<Shared> {
+        check_limits(&limits)?;
+        Ok(Shared {
+            engine: self.engine.clone(),
+            linker: self.linker.clone(),
+            limits,
+            deadline_ticks: deadline_ticks(&limits),
+            cache: None,
+            _ticker: Arc::clone(&self._ticker),
+        })
+    }
+}
+
+/// Fails on limits that cannot work: a zero deadline or memory.
+fn check_limits(limits: &Limits) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !limits.call_deadline.is_zero(),
+        "the plugin call deadline must be above zero"
+    );
+    anyhow::ensure!(
+        limits.memory_bytes > 0,
+        "the plugin memory limit must be above zero"
+    );
+    Ok(())
+}
+
+/// Epoch ticks a call may run under `limits`: the deadline rounded up to
+/// whole ticks, plus the tick that may be about to happen as it starts.
+fn deadline_ticks(limits: &Limits) -> u64 {
+    let ticks = limits.call_deadline.as_nanos().div_ceil(TICK.as_nanos()) + 1;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
 impl Runtime {
@@ -74,14 +121,7 @@ impl Runtime {
     /// the directory, when it cannot be created or written, or when another
     /// user owns it or may write it.
     pub fn with_cache(limits: Limits, cache: CompileCache) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !limits.call_deadline.is_zero(),
-            "the plugin call deadline must be above zero"
-        );
-        anyhow::ensure!(
-            limits.memory_bytes > 0,
-            "the plugin memory limit must be above zero"
-        );
+        check_limits(&limits)?;
 
         let cache = match &cache {
             CompileCache::Off => None,
@@ -96,18 +136,43 @@ impl Runtime {
             .map_err(to_anyhow)
             .context("cannot add WASI to the plugin linker")?;
         let ticker = Ticker::start(engine.clone()).context("cannot start the epoch ticker")?;
-        let deadline_ticks = limits.call_deadline.as_nanos().div_ceil(TICK.as_nanos()) + 1;
 
         Ok(Self {
             shared: Arc::new(Shared {
                 engine,
                 linker,
                 limits,
-                deadline_ticks: u64::try_from(deadline_ticks).unwrap_or(u64::MAX),
+                deadline_ticks: deadline_ticks(&limits),
                 cache,
-                _ticker: ticker,
+                _ticker: Arc::new(ticker),
             }),
+            per_plugin: Arc::default(),
         })
+    }
+
+    /// This runtime, where the plugins named in `limits` are held to the
+    /// limits given for them instead of the runtime's. A plugin is known by
+    /// the name its metadata gives; its metadata is read under the
+    /// runtime's own limits. Fails, naming the plugin, on limits that
+    /// cannot work.
+    pub fn with_plugin_limits(mut self, limits: BTreeMap<String, Limits>) -> anyhow::Result<Self> {
+        let mut per_plugin = BTreeMap::new();
+        for (name, limits) in limits {
+            let shared = self
+                .shared
+                .with_limits(limits)
+                .with_context(|| format!("invalid limits for plugin {name}"))?;
+            per_plugin.insert(name, Arc::new(shared));
+        }
+        self.per_plugin = Arc::new(per_plugin);
+        Ok(self)
+    }
+
+    /// The limits the plugin `name` is held to.
+    pub fn limits_of(&self, name: &str) -> &Limits {
+        self.per_plugin
+            .get(name)
+            .map_or(&self.shared.limits, |shared| &shared.limits)
     }
 
     /// The limits every instance is held to.
@@ -170,13 +235,17 @@ impl Runtime {
             reason,
         })?;
 
+        // From here on, the plugin is held to its own limits, if it has any.
+        let shared = self.per_plugin.get(&metadata.name).unwrap_or(&self.shared);
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 name: Arc::from(metadata.name.as_str()),
                 source: plugin,
                 metadata,
-                pre,
-                shared: Arc::clone(&self.shared),
+                backend: Backend::Wasm {
+                    pre,
+                    shared: Arc::clone(shared),
+                },
             }),
         })
     }
@@ -234,8 +303,17 @@ fn check_metadata(metadata: &wit::Metadata) -> Result<(), String> {
     Ok(())
 }
 
+/// The `apply` of a handler compiled into the host: the same contract as
+/// the WIT export (`wit/plugin.wit`), over the host's types.
+pub type NativeApply = fn(&[u8], &wit::Batch) -> Result<wit::Applied, String>;
+
+/// The `render` of a handler compiled into the host.
+pub type NativeRender = fn(&[u8]) -> Result<String, String>;
+
 /// A loaded plugin: its metadata and its component, compiled and
 /// type-checked, ready to instantiate. Cheap to clone.
+///
+/// Two plugins are equal when they are clones of one load.
 #[derive(Clone)]
 pub struct Plugin {
     inner: Arc<PluginInner>,
@@ -246,11 +324,49 @@ struct PluginInner {
     name: Arc<str>,
     source: String,
     metadata: wit::Metadata,
-    pre: bindings::PluginPre<Sandbox>,
-    shared: Arc<Shared>,
+    backend: Backend,
+}
+
+/// What runs a plugin's calls.
+enum Backend {
+    /// A component, pre-instantiated with the runtime's linker.
+    Wasm {
+        pre: bindings::PluginPre<Sandbox>,
+        shared: Arc<Shared>,
+    },
+    /// Functions compiled into the host.
+    Native {
+        apply: NativeApply,
+        render: NativeRender,
+    },
 }
 
 impl Plugin {
+    /// A plugin whose handler is compiled into the host: `apply` and
+    /// `render` are called directly, with no sandbox and no limits (a
+    /// panic is caught and reported as a trap). Its source is
+    /// `"native:<name>"`. Fails when `metadata` is not usable, as a
+    /// component's would.
+    pub fn native(
+        metadata: wit::Metadata,
+        apply: NativeApply,
+        render: NativeRender,
+    ) -> Result<Plugin, LoadError> {
+        let source = format!("native:{}", metadata.name);
+        check_metadata(&metadata).map_err(|reason| LoadError::InvalidMetadata {
+            plugin: source.clone(),
+            reason,
+        })?;
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                name: Arc::from(metadata.name.as_str()),
+                source,
+                metadata,
+                backend: Backend::Native { apply, render },
+            }),
+        })
+    }
+
     /// The handler's name, unique among loaded plugins (`"load_avg"`).
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -271,16 +387,39 @@ impl Plugin {
         &self.inner.source
     }
 
+    /// The limits its instances are held to; `None` for a native plugin,
+    /// which has none.
+    pub fn limits(&self) -> Option<&Limits> {
+        match &self.inner.backend {
+            Backend::Wasm { shared, .. } => Some(&shared.limits),
+            Backend::Native { .. } => None,
+        }
+    }
+
     /// A fresh instance, with a store of its own. Cheap (microseconds): the
     /// component is compiled once, at load.
     pub fn instantiate(&self) -> Result<Instance, CallError> {
-        Instance::start(
-            &self.inner.shared,
-            &self.inner.pre,
-            Arc::clone(&self.inner.name),
-        )
+        let name = Arc::clone(&self.inner.name);
+        match &self.inner.backend {
+            Backend::Wasm { pre, shared } => Instance::start(shared, pre, name),
+            Backend::Native { apply, render } => Ok(Instance {
+                name,
+                backend: InstanceBackend::Native {
+                    apply: *apply,
+                    render: *render,
+                },
+            }),
+        }
     }
 }
+
+impl PartialEq for Plugin {
+    fn eq(&self, other: &Plugin) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Plugin {}
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -303,6 +442,22 @@ impl fmt::Debug for Plugin {
 pub struct Instance {
     /// The plugin's name, or its source while it is being loaded.
     name: Arc<str>,
+    backend: InstanceBackend,
+}
+
+/// What an instance calls into.
+enum InstanceBackend {
+    /// A component instance in a store of its own.
+    Wasm(Wasm),
+    /// A handler compiled into the host.
+    Native {
+        apply: NativeApply,
+        render: NativeRender,
+    },
+}
+
+/// A component instance and its store.
+struct Wasm {
     store: Store<Sandbox>,
     world: bindings::Plugin,
     /// Keeps the engine's ticker running while the instance lives.
@@ -321,9 +476,11 @@ impl Instance {
         match pre.instantiate(&mut store) {
             Ok(world) => Ok(Self {
                 name,
-                store,
-                world,
-                shared: Arc::clone(shared),
+                backend: InstanceBackend::Wasm(Wasm {
+                    store,
+                    world,
+                    shared: Arc::clone(shared),
+                }),
             }),
             Err(err) => Err(classify(&name, "instantiate", &store, shared, &err)),
         }
@@ -335,13 +492,17 @@ impl Instance {
     /// Fails with [`CallError::BadOutput`] when a refusal names a payload
     /// that is not in the batch, or one already refused.
     pub fn apply(&mut self, state: &[u8], batch: &wit::Batch) -> Result<wit::Applied, CallError> {
-        let applied = self
-            .call("apply", |world, store| {
+        let applied = match &mut self.backend {
+            InstanceBackend::Native { apply, .. } => {
+                call_native(&self.name, "apply", || apply(state, batch))?
+            }
+            InstanceBackend::Wasm(wasm) => wasm.call(&self.name, "apply", |world, store| {
                 world
                     .sluice_plugin_handler()
                     .call_apply(store, state, batch)
-            })?
-            .map_err(CallError::Guest)?;
+            })?,
+        }
+        .map_err(CallError::Guest)?;
         check_rejections(&applied.rejected, batch_len(batch))?;
         Ok(applied)
     }
@@ -351,11 +512,15 @@ impl Instance {
     /// Fails with [`CallError::BadOutput`] when the handler returns text
     /// that is not a JSON object.
     pub fn render(&mut self, state: &[u8]) -> Result<serde_json::Value, CallError> {
-        let text = self
-            .call("render", |world, store| {
+        let text = match &mut self.backend {
+            InstanceBackend::Native { render, .. } => {
+                call_native(&self.name, "render", || render(state))?
+            }
+            InstanceBackend::Wasm(wasm) => wasm.call(&self.name, "render", |world, store| {
                 world.sluice_plugin_handler().call_render(store, state)
-            })?
-            .map_err(CallError::Guest)?;
+            })?,
+        }
+        .map_err(CallError::Guest)?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|err| CallError::BadOutput(format!("render returned invalid JSON: {err}")))?;
         if !value.is_object() {
@@ -366,36 +531,66 @@ impl Instance {
         Ok(value)
     }
 
-    /// The handler's description.
+    /// The handler's description, as a component gives it; a native
+    /// handler's is known without asking.
     fn metadata(&mut self) -> Result<wit::Metadata, CallError> {
-        self.call("metadata", |world, store| {
-            world.sluice_plugin_handler().call_metadata(store)
-        })
+        match &mut self.backend {
+            InstanceBackend::Wasm(wasm) => wasm.call(&self.name, "metadata", |world, store| {
+                world.sluice_plugin_handler().call_metadata(store)
+            }),
+            InstanceBackend::Native { .. } => Err(CallError::BadOutput(
+                "a native handler is not asked for its metadata".to_owned(),
+            )),
+        }
     }
+}
 
+impl Wasm {
     /// Calls `function` through `call` under the limits, then logs what the
     /// guest wrote to stdout and stderr.
     fn call<R>(
         &mut self,
+        name: &str,
         function: &'static str,
         call: impl FnOnce(&bindings::Plugin, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         self.store.data_mut().limiter.reset();
         self.store.set_epoch_deadline(self.shared.deadline_ticks);
         let result = call(&self.world, &mut self.store);
-        self.log_output(function);
-        result.map_err(|err| classify(&self.name, function, &self.store, &self.shared, &err))
+        self.log_output(name, function);
+        result.map_err(|err| classify(name, function, &self.store, &self.shared, &err))
     }
 
-    fn log_output(&self, function: &'static str) {
+    fn log_output(&self, name: &str, function: &'static str) {
         let sandbox = self.store.data();
         if let Some((output, dropped)) = sandbox.stdout.take() {
-            tracing::debug!(plugin = %self.name, function, dropped, %output, "plugin stdout");
+            tracing::debug!(plugin = %name, function, dropped, %output, "plugin stdout");
         }
         if let Some((output, dropped)) = sandbox.stderr.take() {
-            tracing::warn!(plugin = %self.name, function, dropped, %output, "plugin stderr");
+            tracing::warn!(plugin = %name, function, dropped, %output, "plugin stderr");
         }
     }
+}
+
+/// Calls a native handler's `function`; a panic in it is reported as a
+/// trap, as it would be in wasm.
+fn call_native<R>(
+    name: &str,
+    function: &'static str,
+    call: impl FnOnce() -> R,
+) -> Result<R, CallError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "native handler panicked".to_owned());
+        CallError::Trap {
+            plugin: name.to_owned(),
+            function,
+            message,
+        }
+    })
 }
 
 impl fmt::Debug for Instance {

@@ -418,6 +418,41 @@ fn a_sleep_past_the_deadline_is_interrupted() {
 }
 
 #[test]
+fn the_sandbox_gives_no_environment_files_or_network() {
+    // A listener the guest is asked to connect to: it must see no one.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let port = listener
+        .local_addr()
+        .expect("an address")
+        .port()
+        .to_string();
+    // The host's own environment is not empty, so a guest that
+    // inherited it would count more than zero variables.
+    assert!(std::env::vars_os().count() > 0);
+
+    let applied = misbehave()
+        .apply(&[], &command("probe", &[&port]))
+        .expect("the probe returns");
+    let found = String::from_utf8(applied.state).expect("a UTF-8 report");
+    let fields: HashMap<&str, &str> = found
+        .split(' ')
+        .filter_map(|field| field.split_once('='))
+        .collect();
+    assert_eq!(fields["env"], "0", "{found}");
+    assert_eq!(fields["args"], "0", "{found}");
+    for resource in ["root", "file", "connect"] {
+        assert_ne!(fields[resource], "ok", "{resource} reached: {found}");
+    }
+    assert!(
+        listener.accept().is_err(),
+        "the guest connected to the host: {found}"
+    );
+}
+
+#[test]
 fn a_memory_hog_is_stopped_at_the_limit() {
     let mut instance = misbehave();
     let err = instance
@@ -559,4 +594,196 @@ fn too_little_memory_fails_instantiation() {
         .expect_err("too little memory");
     assert!(matches!(err, LoadError::Instantiate { .. }), "{err:?}");
     assert!(err.to_string().contains("bundled:load_avg"), "{err}");
+}
+
+#[test]
+fn too_few_instances_or_tables_fail_instantiation_naming_the_limit() {
+    // The bundled handlers create three core instances and two tables.
+    let cases = [
+        (
+            Limits {
+                instances: 2,
+                ..Limits::default()
+            },
+            "instance",
+        ),
+        (
+            Limits {
+                tables: 1,
+                ..Limits::default()
+            },
+            "table",
+        ),
+    ];
+    for (limits, what) in cases {
+        let runtime = Runtime::new(limits).expect("runtime");
+        let err = runtime
+            .load("bundled:load_avg", bundled()[0].bytes)
+            .expect_err("too few");
+        assert!(matches!(err, LoadError::Instantiate { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("bundled:load_avg"), "{message}");
+        assert!(message.contains(what), "{what}: {message}");
+    }
+    // With as many as it needs, it loads.
+    let runtime = Runtime::new(Limits {
+        instances: 3,
+        tables: 2,
+        ..Limits::default()
+    })
+    .expect("runtime");
+    runtime
+        .load("bundled:load_avg", bundled()[0].bytes)
+        .expect("loads within its limits");
+}
+
+#[test]
+fn a_plugin_with_limits_of_its_own_is_held_to_them_and_the_others_are_not() {
+    let own = Limits {
+        call_deadline: Duration::from_millis(50),
+        memory_bytes: 16 << 20,
+        ..STRICT
+    };
+    let runtime = Runtime::new(STRICT)
+        .and_then(|runtime| runtime.with_plugin_limits([("misbehave".to_owned(), own)].into()))
+        .expect("valid limits");
+    assert_eq!(runtime.limits_of("misbehave"), &own);
+    assert_eq!(runtime.limits_of("load_avg"), &STRICT);
+
+    let plugin = runtime
+        .load("fixture:misbehave", MISBEHAVE)
+        .expect("fixture loads");
+    assert_eq!(plugin.limits(), Some(&own));
+    let mut instance = plugin.instantiate().expect("fixture instantiates");
+    let err = instance
+        .apply(&[], &command("loop", &[]))
+        .expect_err("interrupted");
+    assert!(
+        matches!(&err, CallError::Deadline { deadline, .. } if *deadline == own.call_deadline),
+        "{err:?}"
+    );
+    let err = plugin
+        .instantiate()
+        .expect("fixture instantiates")
+        .apply(&[], &command("alloc", &[]))
+        .expect_err("refused memory");
+    assert!(
+        matches!(&err, CallError::Memory { limit, .. } if *limit == own.memory_bytes),
+        "{err:?}"
+    );
+
+    let other = runtime
+        .load("bundled:load_avg", bundled()[0].bytes)
+        .expect("bundled plugin loads");
+    assert_eq!(other.limits(), Some(&STRICT));
+}
+
+#[test]
+fn limits_of_a_plugin_that_cannot_work_are_refused_naming_it() {
+    let zero = Limits {
+        call_deadline: Duration::ZERO,
+        ..STRICT
+    };
+    let err = Runtime::new(STRICT)
+        .and_then(|runtime| runtime.with_plugin_limits([("chaos".to_owned(), zero)].into()))
+        .expect_err("a zero deadline is refused");
+    assert!(format!("{err:#}").contains("plugin chaos"), "{err:#}");
+}
+
+/// A native handler that counts payloads in one byte of state, refuses
+/// negative loads, and panics on NaN.
+fn counting_apply(state: &[u8], batch: &Batch) -> Result<wit::Applied, String> {
+    let Batch::LoadAvg(loads) = batch else {
+        return Err("only load_avg".to_owned());
+    };
+    let mut count = match state {
+        [] => 0u8,
+        [count] => *count,
+        _ => return Err("unreadable state".to_owned()),
+    };
+    let mut rejected = Vec::new();
+    for (index, load) in loads.iter().enumerate() {
+        assert!(!load.is_nan(), "NaN load");
+        if *load < 0.0 {
+            rejected.push(wit::Rejection {
+                index: index as u32,
+                reason: "negative".to_owned(),
+            });
+        } else {
+            count += 1;
+        }
+    }
+    Ok(wit::Applied {
+        state: vec![count],
+        rejected,
+    })
+}
+
+fn counting_render(state: &[u8]) -> Result<String, String> {
+    Ok(format!(
+        "{{\"count\":{}}}",
+        state.first().copied().unwrap_or(0)
+    ))
+}
+
+fn counting_metadata(name: &str) -> wit::Metadata {
+    wit::Metadata {
+        name: name.to_owned(),
+        version: "1.0.0".to_owned(),
+        types: vec!["load_avg".to_owned()],
+    }
+}
+
+#[test]
+fn a_native_plugin_is_called_through_the_same_instance_interface() {
+    let plugin = Plugin::native(
+        counting_metadata("counting"),
+        counting_apply,
+        counting_render,
+    )
+    .expect("valid metadata");
+    assert_eq!(plugin.name(), "counting");
+    assert_eq!(plugin.source(), "native:counting");
+    assert_eq!(plugin.types(), ["load_avg"]);
+    assert_eq!(plugin, plugin.clone());
+    let other = Plugin::native(
+        counting_metadata("counting"),
+        counting_apply,
+        counting_render,
+    )
+    .expect("valid metadata");
+    assert_ne!(plugin, other, "two loads are two plugins");
+
+    let mut instance = plugin.instantiate().expect("a native instance");
+    let applied = instance
+        .apply(&[], &Batch::LoadAvg(vec![1.0, -1.0, 2.0]))
+        .expect("applied");
+    assert_eq!(applied.state, vec![2]);
+    assert_eq!(applied.rejected.len(), 1);
+    assert_eq!(
+        instance.render(&applied.state).expect("rendered"),
+        json!({"count": 2})
+    );
+
+    let refused = instance.apply(&[1, 2], &Batch::LoadAvg(vec![1.0]));
+    assert!(matches!(refused, Err(CallError::Guest(ref e)) if e == "unreadable state"));
+    let panicked = instance
+        .apply(&[], &Batch::LoadAvg(vec![f64::NAN]))
+        .expect_err("a panic");
+    assert!(panicked.is_fatal(), "{panicked}");
+    assert!(panicked.to_string().contains("NaN load"), "{panicked}");
+}
+
+#[test]
+fn a_native_plugin_with_unusable_metadata_is_refused() {
+    let err = Plugin::native(
+        counting_metadata("no spaces"),
+        counting_apply,
+        counting_render,
+    )
+    .expect_err("invalid name");
+    assert!(
+        matches!(err, LoadError::InvalidMetadata { ref plugin, .. } if plugin == "native:no spaces"),
+        "{err}"
+    );
 }

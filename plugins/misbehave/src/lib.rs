@@ -1,9 +1,10 @@
 //! A handler that misbehaves on request: a test fixture for the host's
 //! sandbox, never bundled.
 //!
-//! It accepts the type `misbehave`, as JSON batches whose `kind` says what
-//! to do (see [`Command`]); any other batch is refused with
-//! `"unsupported type"`. Its state is opaque bytes, and `render` misbehaves
+//! It accepts the type `misbehave`. Called directly, a JSON batch's `kind`
+//! says what to do (see [`Command`]); through the pipeline, where the kind
+//! is always `misbehave`, the first payload does, as a JSON string
+//! (`"sleep"`). Any other batch is refused with `"unsupported type"`. Its state is opaque bytes, and `render` misbehaves
 //! according to them (see [`render`]).
 
 use sluice_plugin_sdk::{Applied, Batch, Guest, JsonBatch, Metadata, Rejection};
@@ -36,6 +37,11 @@ pub enum Command {
     Print,
     /// `"flood"`: write 1 MiB to stdout, then as `Ok`.
     Flood,
+    /// `"probe"`: try to reach what the sandbox should keep from it (the
+    /// environment, the arguments, the file system, and a TCP connection to
+    /// the loopback port given as the first payload), and make the state a
+    /// line that tells what it found (see [`probe`]).
+    Probe,
 }
 
 impl Command {
@@ -52,6 +58,7 @@ impl Command {
             "bad-index" => Self::BadIndex,
             "print" => Self::Print,
             "flood" => Self::Flood,
+            "probe" => Self::Probe,
             _ => return None,
         })
     }
@@ -71,6 +78,9 @@ impl Guest for Component {
 
     fn apply(state: Vec<u8>, batch: Batch) -> Result<Applied, String> {
         let command = match &batch {
+            Batch::Json(JsonBatch { kind, values }) if kind == NAME => values
+                .first()
+                .and_then(|value| Command::parse(value.trim().trim_matches('"'))),
             Batch::Json(JsonBatch { kind, .. }) => Command::parse(kind),
             _ => None,
         };
@@ -142,7 +152,37 @@ pub fn apply(command: Command, state: Vec<u8>, batch: &Batch) -> Result<Applied,
             }
             applied(state)
         }
+        Command::Probe => {
+            let port = match batch {
+                Batch::Json(JsonBatch { values, .. }) => {
+                    values.first().and_then(|v| v.parse().ok())
+                }
+                _ => None,
+            };
+            applied(probe(port.unwrap_or(1)).into_bytes())
+        }
     }
+}
+
+/// What the guest can reach of the host, as one line:
+/// `env=N args=N root=R file=R connect=R`, where `N` counts the variables
+/// or arguments it sees and each `R` is `ok` or the kind of error it got
+/// listing `/`, reading `/etc/hosts`, and connecting to `127.0.0.1:port`.
+pub fn probe(port: u16) -> String {
+    fn outcome<T>(result: std::io::Result<T>) -> String {
+        match result {
+            Ok(_) => "ok".to_owned(),
+            Err(err) => format!("{:?}", err.kind()),
+        }
+    }
+    format!(
+        "env={} args={} root={} file={} connect={}",
+        std::env::vars_os().count(),
+        std::env::args_os().count(),
+        outcome(std::fs::read_dir("/")),
+        outcome(std::fs::read("/etc/hosts")),
+        outcome(std::net::TcpStream::connect(("127.0.0.1", port))),
+    )
 }
 
 /// Renders `state`: `{"bytes": n}`, except for these states, which
