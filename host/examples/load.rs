@@ -320,10 +320,7 @@ fn print_table(rows: &[Row]) {
         println!(
             "\nmedians of the runs: wasm {:.0} payloads/s, native {:.0} payloads/s; \
              CPU per payload wasm/native {:.2}; native/wasm speed {:.2}",
-            row.wasm.payloads_per_s,
-            row.native.payloads_per_s,
-            row.cpu_ratio,
-            row.speed_ratio
+            row.wasm.payloads_per_s, row.native.payloads_per_s, row.cpu_ratio, row.speed_ratio
         );
     }
 }

@@ -187,14 +187,22 @@ impl TestApi {
         self.shared.served.borrow().clone()
     }
 
-    /// Waits until `done` holds for what was served.
+    /// Waits until `done` holds for what was served. `done` may not see
+    /// every intermediate count (several requests can land between two
+    /// looks), so test with `>=` rather than `==` where requests keep
+    /// coming. Panics after [`PATIENCE`], with what was served by then.
     pub async fn wait_for(&self, done: impl FnMut(&Served) -> bool) -> Served {
         let mut served = self.shared.served.subscribe();
-        let seen = served
-            .wait_for(done)
-            .await
-            .expect("the server outlives its handle");
-        seen.clone()
+        match tokio::time::timeout(PATIENCE, served.wait_for(done)).await {
+            Ok(seen) => seen.expect("the server outlives its handle").clone(),
+            Err(_) => {
+                let served = self.served();
+                panic!(
+                    "waited {PATIENCE:?} for the test API; so far {} requests, {} of them scripted",
+                    served.requests, served.scripted
+                )
+            }
+        }
     }
 }
 

@@ -308,7 +308,7 @@ async fn a_retry_after_date_holds_the_next_poll_until_then() {
     .await;
     api.wait_for(|s| s.requests == 1).await;
     let refused = std::time::Instant::now();
-    api.wait_for(|s| s.requests == 2).await;
+    api.wait_for(|s| s.requests >= 2).await;
     let waited = refused.elapsed();
     assert!(
         waited >= Duration::from_millis(1_500),

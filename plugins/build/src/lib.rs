@@ -136,7 +136,12 @@ pub fn try_build_components(
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, BuildError> {
     let rustc = env_or("RUSTC", "rustc");
-    check_target(&rustc)?;
+    if check_target(&rustc).is_err() {
+        // rust-toolchain.toml asks for the target, but rustup adds the
+        // targets it lists only when it installs the toolchain itself.
+        add_target(workspace_root);
+        check_target(&rustc)?;
+    }
 
     let target_dir = workspace_root.join("target").join("wasm");
     let mut cargo = Command::new(env_or("CARGO", "cargo"));
@@ -217,6 +222,20 @@ fn check_target(rustc: &OsString) -> Result<(), BuildError> {
         Ok(())
     } else {
         Err(BuildError::MissingTarget { libdir })
+    }
+}
+
+/// Asks rustup, if there is one, to add [`TARGET`] to the toolchain that
+/// `workspace_root` uses. What it prints goes to the build's output; a
+/// failure shows in the [`check_target`] that follows.
+fn add_target(workspace_root: &Path) {
+    let added = Command::new("rustup")
+        .current_dir(workspace_root)
+        .args(["target", "add", TARGET])
+        .stdout(Stdio::from(io::stderr()))
+        .status();
+    if added.is_ok_and(|status| status.success()) {
+        println!("cargo:warning=added the {TARGET} target to the toolchain (rustup target add)");
     }
 }
 

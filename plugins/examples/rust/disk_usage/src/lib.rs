@@ -1,0 +1,226 @@
+//! The `disk_usage` handler: the largest used fraction seen per mount point.
+//!
+//! A `disk_usage` payload's value is a JSON object of mount point to used
+//! fraction, `{"/": 0.71, "/home": 0.42}`. The aggregate keeps, per mount
+//! point, the largest fraction applied, and how many payloads were applied;
+//! it renders as `{"max": {"/": 0.71, "/home": 0.42}, "count": 2}`.
+//!
+//! A payload is applied whole or not at all: one that is not an object of
+//! fractions within 0..=1 is refused with a reason, and changes nothing.
+//!
+//! The state bytes are the JSON text `{"v":1,"max":{...},"count":n}`, the
+//! same in the Python, JavaScript and C versions of this example, so one
+//! can replace another and carry on from its state.
+//!
+//! This crate is also the template that `sluice plugin new NAME --lang
+//! rust` starts from: rename the type, then change [`State::apply`].
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use sluice_plugin_sdk::{Aggregate, Batch, Rejection, StateError};
+
+sluice_plugin_sdk::export_aggregate!(State);
+
+/// The payload type this handler accepts, which also names it.
+const TYPE: &str = "disk_usage";
+/// Version of the layout of the state bytes.
+const STATE_VERSION: u64 = 1;
+
+/// The aggregate: the largest fraction per mount point, and the number of
+/// payloads applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    max: BTreeMap<String, f64>,
+    count: u64,
+}
+
+impl State {
+    /// The largest fraction applied for each mount point.
+    pub fn max(&self) -> &BTreeMap<String, f64> {
+        &self.max
+    }
+
+    /// Number of payloads applied.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Applies one payload, given as the JSON text of its value, or refuses
+    /// it with a reason and changes nothing.
+    pub fn apply(&mut self, value: &str) -> Result<(), String> {
+        let value: Value = serde_json::from_str(value).map_err(|err| format!("not JSON: {err}"))?;
+        let Value::Object(mounts) = value else {
+            return Err("not an object of mount point to used fraction".to_owned());
+        };
+        // Check every mount before changing any, so that a refused payload
+        // leaves no trace.
+        let fractions = mounts
+            .iter()
+            .map(|(mount, fraction)| Ok((mount, fraction_of(mount, fraction)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        for (mount, fraction) in fractions {
+            let max = self.max.entry(mount.clone()).or_insert(fraction);
+            *max = max.max(fraction);
+        }
+        self.count = self.count.saturating_add(1);
+        Ok(())
+    }
+}
+
+/// The used fraction of `mount`, if `value` is one.
+fn fraction_of(mount: &str, value: &Value) -> Result<f64, String> {
+    let fraction = value
+        .as_f64()
+        .ok_or_else(|| format!("mount {mount:?}: {value} is not a number"))?;
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(format!("mount {mount:?}: {fraction} is outside 0..=1"));
+    }
+    // Adding zero turns -0.0 into 0.0, so that zero renders one way.
+    Ok(fraction + 0.0)
+}
+
+impl Aggregate for State {
+    const NAME: &'static str = TYPE;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        if bytes.is_empty() {
+            return Ok(State::default());
+        }
+        let corrupt = || StateError::Invalid("not a disk_usage state");
+        let state: Map<String, Value> = serde_json::from_slice(bytes).map_err(|_| corrupt())?;
+        match state.get("v").and_then(Value::as_u64) {
+            Some(STATE_VERSION) => {}
+            Some(found) => {
+                return Err(StateError::Version {
+                    expected: STATE_VERSION as u8,
+                    found: u8::try_from(found).unwrap_or(u8::MAX),
+                });
+            }
+            None => return Err(corrupt()),
+        }
+        let count = state
+            .get("count")
+            .and_then(Value::as_u64)
+            .ok_or_else(corrupt)?;
+        let mounts = state
+            .get("max")
+            .and_then(Value::as_object)
+            .ok_or_else(corrupt)?;
+        let max = mounts
+            .iter()
+            .map(|(mount, fraction)| {
+                let fraction = fraction_of(mount, fraction).map_err(|_| corrupt())?;
+                Ok((mount.clone(), fraction))
+            })
+            .collect::<Result<_, StateError>>()?;
+        Ok(State { max, count })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::json!({ "v": STATE_VERSION, "max": self.max, "count": self.count })
+            .to_string()
+            .into_bytes()
+    }
+
+    fn apply_batch(&mut self, batch: &Batch) -> Vec<Rejection> {
+        match batch {
+            Batch::Json(batch) if batch.kind == TYPE => {
+                sluice_plugin_sdk::apply_each(&batch.values, |value| self.apply(value))
+            }
+            _ => sluice_plugin_sdk::unsupported(batch),
+        }
+    }
+
+    fn render(&self) -> String {
+        serde_json::json!({ "max": self.max, "count": self.count }).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_plugin_sdk::JsonBatch;
+
+    use super::*;
+
+    fn batch(values: &[&str]) -> Batch {
+        Batch::Json(JsonBatch {
+            kind: TYPE.to_owned(),
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+        })
+    }
+
+    #[test]
+    fn keeps_the_largest_fraction_per_mount() {
+        let mut state = State::default();
+        let rejected = state.apply_batch(&batch(&[
+            r#"{"/": 0.5, "/home": 0.25}"#,
+            r#"{"/": 0.25, "/var": 1}"#,
+            r#"{}"#,
+        ]));
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(state.count(), 3);
+        let expected = [("/", 0.5), ("/home", 0.25), ("/var", 1.0)];
+        let expected = expected.map(|(m, f)| (m.to_owned(), f));
+        assert_eq!(state.max(), &BTreeMap::from(expected));
+        assert_eq!(
+            state.render(),
+            r#"{"count":3,"max":{"/":0.5,"/home":0.25,"/var":1.0}}"#
+        );
+    }
+
+    #[test]
+    fn a_bad_payload_is_refused_whole_and_the_rest_apply() {
+        let mut state = State::default();
+        let rejected = state.apply_batch(&batch(&[
+            r#"{"/": 0.5}"#,
+            r#"{"/": 0.9, "/home": 1.5}"#,
+            r#"{"/": "full"}"#,
+            r#"[0.5]"#,
+            r#"{"/": 0.5"#,
+            r#"{"/tmp": 0.125}"#,
+        ]));
+        let refused: Vec<u32> = rejected.iter().map(|r| r.index).collect();
+        assert_eq!(refused, [1, 2, 3, 4]);
+        assert!(rejected[0].reason.contains("outside 0..=1"), "{rejected:?}");
+        assert!(rejected[1].reason.contains("not a number"), "{rejected:?}");
+        assert_eq!(state.count(), 2);
+        // The refused payload's 0.9 for `/` left no trace.
+        assert_eq!(state.max().get("/"), Some(&0.5));
+        assert_eq!(state.max().get("/home"), None);
+    }
+
+    #[test]
+    fn other_types_are_refused_whole() {
+        let mut state = State::default();
+        let rejected = state.apply_batch(&Batch::LoadAvg(vec![0.5, 0.7]));
+        assert_eq!(rejected.len(), 2);
+        assert!(rejected.iter().all(|r| r.reason == "unsupported type"));
+        assert_eq!(state, State::default());
+    }
+
+    #[test]
+    fn the_state_round_trips_and_foreign_bytes_are_refused() {
+        let mut state = State::default();
+        state.apply_batch(&batch(&[r#"{"/": 0.1, "/boot": 0.75}"#]));
+        assert_eq!(State::decode(&state.encode()), Ok(state));
+        assert_eq!(State::decode(b""), Ok(State::default()));
+        for bad in [
+            &b"L\x01"[..],
+            br#"{"v":1,"max":{"/":2},"count":1}"#,
+            br#"{"v":1,"max":[],"count":1}"#,
+            br#"{"max":{},"count":0}"#,
+        ] {
+            assert!(
+                State::decode(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            State::decode(br#"{"v":2,"max":{},"count":0}"#),
+            Err(StateError::Version { found: 2, .. })
+        ));
+    }
+}
