@@ -14,6 +14,9 @@ const FIXTURES: &[&str] = &[
     "sluice-fixture-chaos-v2",
     "sluice-fixture-chaos-broken",
     "sluice-fixture-wrong-world",
+    // The Rust example plugin, which the example tests load beside the
+    // examples in other languages.
+    "sluice-plugin-disk-usage",
 ];
 
 fn main() {

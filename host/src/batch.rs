@@ -105,8 +105,24 @@ pub fn slice(batch: &Batch, range: Range<usize>) -> Batch {
     }
 }
 
-/// The value of payload `index` of `batch` as JSON text, for operators.
+/// The longest value [`describe`] gives in full, in bytes: a quarantined
+/// payload is kept for operators to read, not to keep a large value alive.
+pub const DESCRIBE_LIMIT: usize = 1024;
+
+/// The value of payload `index` of `batch` as JSON text, for operators;
+/// a value longer than [`DESCRIBE_LIMIT`] is cut there, and says how long
+/// it was.
 pub fn describe(batch: &Batch, index: usize) -> String {
+    if let Batch::Json(json) = batch {
+        let text = &json.values[index];
+        if text.len() > DESCRIBE_LIMIT {
+            let mut end = DESCRIBE_LIMIT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            return format!("{}… ({} bytes in all)", &text[..end], text.len());
+        }
+    }
     match slice(batch, index..index + 1) {
         Batch::LoadAvg(loads) => serde_json::json!(loads[0]).to_string(),
         Batch::CpuUsage(cpu) => serde_json::json!(cpu.values).to_string(),
@@ -124,6 +140,24 @@ pub fn describe(batch: &Batch, index: usize) -> String {
 mod tests {
     use super::*;
     use crate::ingest::decode::Timestamp;
+
+    #[test]
+    fn a_long_value_is_described_cut_with_its_length() {
+        let long = format!("\"{}\"", "é".repeat(DESCRIBE_LIMIT));
+        let batch = Batch::Json(JsonBatch {
+            kind: "disk_usage".to_owned(),
+            values: vec!["{}".to_owned(), long.clone()],
+        });
+        assert_eq!(describe(&batch, 0), "{}");
+        let described = describe(&batch, 1);
+        let suffix = format!("… ({} bytes in all)", long.len());
+        assert!(described.ends_with(&suffix), "{described}");
+        assert!(
+            described.len() <= DESCRIBE_LIMIT + suffix.len(),
+            "{described}"
+        );
+        assert!(long.starts_with(described.trim_end_matches(&suffix)));
+    }
 
     fn cpu_batch(payloads: &[&[f64]]) -> Batch {
         let mut builder = BatchBuilder::new(&Kind::CpuUsage);

@@ -12,7 +12,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Sources};
-use crate::demo::DemoApi;
+use crate::demo::{DemoApi, DemoType};
 use crate::engine::ComponentState;
 use crate::ingest::Secret;
 use crate::logs::{self, LogFormat};
@@ -60,6 +60,17 @@ pub struct RunArgs {
     /// demo API on a loopback port.
     #[arg(long, env = "SLUICE_SOURCE", value_name = "URL")]
     pub source: Option<Url>,
+    /// Another payload type for the built-in demo API to send, besides the
+    /// three it always sends: `disk_usage`, the type of the example plugins
+    /// (repeat the flag, or separate with commas). Only without --source.
+    #[arg(
+        long,
+        env = "SLUICE_DEMO_TYPE",
+        value_name = "TYPE",
+        value_delimiter = ',',
+        value_enum
+    )]
+    pub demo_type: Vec<DemoType>,
     /// API token, sent as the Basic-auth user name. Prefer the variable or
     /// the file: a flag shows in the process list.
     #[arg(
@@ -267,7 +278,7 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     let source = match &args.source {
         Some(url) => url.clone(),
         None => {
-            let demo = DemoApi::start(stop.child_token()).await?;
+            let demo = DemoApi::start(stop.child_token(), &args.demo_type).await?;
             println!(
                 "sluice: no --source given: polling the built-in demo API at {}",
                 demo.url

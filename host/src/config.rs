@@ -37,6 +37,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::backoff::BackoffSettings;
 use crate::cli::RunArgs;
+use crate::demo::DemoType;
 use crate::engine::EngineConfig;
 use crate::ingest::{IngestConfig, Secret, Source, SourceConfig};
 use crate::logs::LogFormat;
@@ -159,6 +160,7 @@ pub struct DirGrant {
 struct FileConfig {
     #[serde(default, deserialize_with = "url_opt")]
     source: Option<Url>,
+    demo_type: Option<Vec<DemoType>>,
     #[serde(default, deserialize_with = "secret_opt")]
     token: Option<Secret>,
     plugin_dir: Option<PathBuf>,
@@ -224,6 +226,7 @@ impl Settings {
         let f = contents;
         let path = |p: Option<PathBuf>| p.map(|p| base.join(p));
         merge.layer(&mut args.source, "source", f.source.map(Some));
+        merge.layer(&mut args.demo_type, "demo_type", f.demo_type);
         merge.layer(&mut args.token, "token", f.token.map(Some));
         merge.layer(&mut args.plugins, "plugins", path(f.plugin_dir).map(Some));
         merge.layer(&mut args.admin, "admin", f.admin);
@@ -352,6 +355,12 @@ impl Settings {
         ] {
             anyhow::ensure!(!zero, "{} must be above zero", self.key(id));
         }
+        anyhow::ensure!(
+            args.source.is_none() || args.demo_type.is_empty(),
+            "{} is for the built-in demo API, which does not run with {}",
+            self.key("demo_type"),
+            self.key("source"),
+        );
         anyhow::ensure!(
             matches!(source.scheme(), "http" | "https"),
             "{} must be an http or https URL, not {:?}",
@@ -501,10 +510,15 @@ impl Settings {
         let opt = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let redacted = |secret: &Option<Secret>| secret.as_ref().map(|_| "<redacted>".to_owned());
         let source = a.source.as_ref().map(Url::to_string);
-        let rows: [(&str, Option<String>); 19] = [
+        let demo_type: Vec<&str> = a.demo_type.iter().map(|t| t.name()).collect();
+        let rows: [(&str, Option<String>); 20] = [
             (
                 "source",
                 source.or_else(|| Some("(built-in demo API)".to_owned())),
+            ),
+            (
+                "demo_type",
+                (!demo_type.is_empty()).then(|| demo_type.join(",")),
             ),
             ("token", redacted(&a.token)),
             ("plugins", opt(&a.plugins)),

@@ -37,6 +37,10 @@ pub const CHAOS_BROKEN: &str = "sluice-fixture-chaos-broken";
 /// `sluice:plugin/handler`: it fails the host's type check.
 pub const WRONG_WORLD: &str = "sluice-fixture-wrong-world";
 
+/// The Rust example plugin of `plugins/examples/rust/disk_usage`, built
+/// here like a fixture (see [`crate::examples`]).
+pub const DISK_USAGE_RUST: &str = "sluice-plugin-disk-usage";
+
 /// Every fixture package, in the order of the table above.
 pub const ALL: [&str; 4] = [CHAOS, CHAOS_V2, CHAOS_BROKEN, WRONG_WORLD];
 

@@ -6,6 +6,7 @@
 //! web framework would not allow: close a connection without answering,
 //! never answer, or send half a body.
 
+pub mod examples;
 pub mod expected;
 pub mod fixtures;
 pub mod host;
@@ -59,6 +60,9 @@ pub enum Reply {
 pub struct Served {
     /// Requests received.
     pub requests: u64,
+    /// When the first few requests were received, in order (the first
+    /// [`REQUEST_TIMES`]).
+    pub request_times: Vec<std::time::SystemTime>,
     /// Requests answered with the scripted replies (the script's progress).
     pub scripted: u64,
     /// Entries sent in 200 responses of [`Reply::Entries`], in order.
@@ -249,6 +253,9 @@ where
         }
         shared.served.send_modify(|served| {
             served.requests += 1;
+            if served.request_times.len() < REQUEST_TIMES {
+                served.request_times.push(std::time::SystemTime::now());
+            }
             served.scripted += u64::from(is_scripted);
             if let Reply::Entries(entries) = &reply {
                 served.delivered.extend(entries.iter().cloned());
@@ -411,6 +418,9 @@ pub fn replies(entries: &[serde_json::Value], per_reply: usize) -> Vec<Reply> {
         .map(|chunk| Reply::Entries(chunk.to_vec()))
         .collect()
 }
+
+/// How many request times [`Served::request_times`] keeps.
+pub const REQUEST_TIMES: usize = 64;
 
 /// A delay that tests use only as a bound on waiting, never as a wait.
 pub const PATIENCE: Duration = Duration::from_secs(60);

@@ -296,9 +296,10 @@ async fn tls_with_a_self_signed_certificate_works_only_with_its_ca_bundle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_date_holds_the_next_poll_until_then() {
     let good = known_entries(3);
-    // Three seconds ahead; HTTP dates have whole seconds, so more than two.
-    let until = std::time::SystemTime::now() + Duration::from_secs(3);
-    let date = httpdate::fmt_http_date(until);
+    // HTTP dates have whole seconds: this one is 4 to 5 s ahead, room for
+    // the host to start and poll before it.
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(5));
+    let until = httpdate::parse_http_date(&date).expect("a date it just wrote");
     let mut script = vec![with_header(503, "retry-after", &date)];
     script.extend(replies(&good, 3));
     let api = TestApi::start(script, None).await;
@@ -306,13 +307,16 @@ async fn a_retry_after_date_holds_the_next_poll_until_then() {
         config.ingest.retry.max = Duration::from_secs(10);
     })
     .await;
-    api.wait_for(|s| s.requests == 1).await;
-    let refused = std::time::Instant::now();
-    api.wait_for(|s| s.requests >= 2).await;
-    let waited = refused.elapsed();
+    let served = api.wait_for(|s| s.requests >= 2).await;
+    let (refused, polled_again) = (served.request_times[0], served.request_times[1]);
     assert!(
-        waited >= Duration::from_millis(1_500),
-        "polled again after {waited:?}, before the date the server gave"
+        refused < until,
+        "the host took too long to start for the date to be ahead"
+    );
+    assert!(
+        polled_again >= until,
+        "polled again {:?} before the date the server gave",
+        until.duration_since(polled_again).unwrap_or_default()
     );
     host.settle(good.len()).await;
     let report = ingest_report(&host).await;

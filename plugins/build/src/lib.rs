@@ -109,24 +109,43 @@ pub enum BuildError {
 /// order of `packages`.
 ///
 /// Meant for build scripts: it prints `cargo:rerun-if-changed` for the
-/// workspace's `plugins/` and `wit/` directories and its `Cargo.toml` and
-/// `Cargo.lock`. A caller whose packages live elsewhere adds its own.
+/// workspace's `plugins/` (but for the examples in languages other than
+/// Rust, whose builds write nothing cargo reads) and `wit/` directories
+/// and its `Cargo.toml` and `Cargo.lock`. A caller whose packages live
+/// elsewhere adds its own.
 ///
 /// # Panics
 ///
 /// When the build fails, with a message that says why (see [`BuildError`]);
 /// a build script has no other way to fail.
 pub fn build_components(workspace_root: &Path, packages: &[&str], out_dir: &Path) -> Vec<PathBuf> {
-    for watched in ["plugins", "wit", "Cargo.toml", "Cargo.lock"] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace_root.join(watched).display()
-        );
+    for watched in watched_paths(workspace_root) {
+        println!("cargo:rerun-if-changed={}", watched.display());
     }
     match try_build_components(workspace_root, packages, out_dir) {
         Ok(paths) => paths,
         Err(err) => panic!("{}", error_chain(&err)),
     }
+}
+
+/// The paths whose change rebuilds the components: every directory of
+/// `plugins/` but `examples/`, of which only `examples/rust/`, and `wit/`,
+/// `Cargo.toml` and `Cargo.lock`.
+fn watched_paths(workspace_root: &Path) -> Vec<PathBuf> {
+    let plugins = workspace_root.join("plugins");
+    let mut watched: Vec<PathBuf> = match std::fs::read_dir(&plugins) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| !path.ends_with("examples"))
+            .collect(),
+        // Watch the directory itself, so that a build after it is back runs.
+        Err(_) => vec![plugins.clone()],
+    };
+    watched.push(plugins.join("examples").join("rust"));
+    watched.extend(["wit", "Cargo.toml", "Cargo.lock"].map(|p| workspace_root.join(p)));
+    watched.sort();
+    watched
 }
 
 /// [`build_components`] without the `cargo:` output and without panicking.
