@@ -108,10 +108,10 @@ pub struct PluginSettings {
     pub deadline: Option<Duration>,
     /// Replaces `--plugin-memory-mib` for this plugin.
     pub memory_mib: Option<usize>,
-    /// Core instances the plugin may create (default 4). A component built
-    /// by another toolchain may need more.
+    /// Core instances the plugin may create (default 64; a Rust plugin
+    /// makes 3, a componentize-py one some 35).
     pub instances: Option<usize>,
-    /// Tables the plugin may create (default 4).
+    /// Tables the plugin may create (default 64).
     pub tables: Option<usize>,
     /// Elements each of its tables may hold (default 100000).
     pub table_elements: Option<usize>,

@@ -382,18 +382,12 @@ pub fn summarize(state: &Value) -> String {
     }
 }
 
-/// A value in few characters: numbers to three decimals, lists of at most
-/// four items.
+/// A value in few characters: numbers to four significant digits, lists
+/// and objects of at most four items.
 fn compact(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
-        Value::Number(n) if n.is_f64() => {
-            let rounded = format!("{:.3}", n.as_f64().unwrap_or(0.0));
-            rounded
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_owned()
-        }
+        Value::Number(n) if n.is_f64() => significant(n.as_f64().unwrap_or(0.0), 4),
         Value::String(s) => s.clone(),
         Value::Array(items) => {
             let mut shown: Vec<String> = items.iter().take(4).map(compact).collect();
@@ -402,8 +396,38 @@ fn compact(value: &Value) -> String {
             }
             format!("[{}]", shown.join(","))
         }
-        Value::Object(fields) => format!("{{{} fields}}", fields.len()),
+        Value::Object(fields) => {
+            let mut shown: Vec<String> = fields
+                .iter()
+                .take(4)
+                .map(|(key, value)| format!("{key}={}", compact(value)))
+                .collect();
+            if fields.len() > 4 {
+                shown.push(format!("+{}", fields.len() - 4));
+            }
+            format!("{{{}}}", shown.join(","))
+        }
         other => other.to_string(),
+    }
+}
+
+/// `x` with `digits` significant digits, without trailing zeros, never in
+/// exponent form (`0.0004`, `3.142`, `1234`).
+fn significant(x: f64, digits: i32) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return if x.is_finite() {
+            "0".to_owned()
+        } else {
+            x.to_string()
+        };
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    let decimals = (digits - 1 - magnitude).clamp(0, 17) as usize;
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
     }
 }
 
@@ -510,7 +534,15 @@ mod tests {
             ),
             (
                 serde_json::json!({"average": [0.1, 0.33333, 0.5, 0.7, 0.9, 1.0], "count": 2}),
-                "average=[0.1,0.333,0.5,0.7,+2] count=2",
+                "average=[0.1,0.3333,0.5,0.7,+2] count=2",
+            ),
+            (
+                serde_json::json!({"count": 9, "max": 3.99998, "min": 0.000412}),
+                "count=9 max=4 min=0.000412",
+            ),
+            (
+                serde_json::json!({"count": 4, "max": {"/": 0.5, "/a": 0.25, "/b": 1.0, "/c": 0.0, "/d": 0.125}}),
+                "count=4 max={/=0.5,/a=0.25,/b=1,/c=0,+1}",
             ),
             (
                 serde_json::json!({"latest": null, "count": 0}),

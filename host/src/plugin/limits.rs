@@ -6,11 +6,13 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 /// Limits of each plugin instance's sandbox.
 ///
-/// The defaults fit the bundled handlers with a margin: each is a component
-/// of about 100 KB holding one linear memory (about 1 MiB once running),
-/// three core instances and two tables, and a call on a batch of a few
-/// thousand payloads takes well under a millisecond. A plugin of another
-/// toolchain may need more instances or tables.
+/// The defaults fit the bundled handlers with a wide margin: each is a
+/// component of about 100 KB holding one linear memory (about 1 MiB once
+/// running), three core instances and two tables, and a call on a batch of
+/// a few thousand payloads takes well under a millisecond. They also fit
+/// the example plugins of the other toolchains: a componentize-py
+/// component makes some 35 core instances and tables (CPython and its
+/// extension modules), a componentize-js or C one at most four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// How long one call (`metadata`, `apply`, `render`) may run before it
@@ -35,14 +37,25 @@ impl Default for Limits {
         Self {
             call_deadline: Duration::from_secs(1),
             memory_bytes: 64 << 20,
-            instances: 4,
-            tables: 4,
+            instances: 64,
+            tables: 64,
             table_elements: 100_000,
         }
     }
 }
 
 impl Limits {
+    /// Each limit the larger of `self`'s and `other`'s.
+    pub fn widest(&self, other: &Limits) -> Limits {
+        Limits {
+            call_deadline: self.call_deadline.max(other.call_deadline),
+            memory_bytes: self.memory_bytes.max(other.memory_bytes),
+            instances: self.instances.max(other.instances),
+            tables: self.tables.max(other.tables),
+            table_elements: self.table_elements.max(other.table_elements),
+        }
+    }
+
     /// The `StoreLimits` these limits give one instance.
     fn store_limits(&self) -> StoreLimits {
         StoreLimitsBuilder::new()

@@ -54,6 +54,11 @@ pub struct Runtime {
     /// What plugins with limits of their own share instead of `shared`:
     /// the same engine, linker and ticker, other limits.
     per_plugin: Arc<BTreeMap<String, Arc<Shared>>>,
+    /// What the first instance of a plugin being loaded is held to, before
+    /// its name, and so its own limits, are known: the largest of every
+    /// limit, so that no plugin fails to load under limits tighter than
+    /// those it was given. `None` when no plugin has limits of its own.
+    probe: Option<Arc<Shared>>,
 }
 
 /// What a runtime, its plugins and their instances share.
@@ -147,23 +152,32 @@ impl Runtime {
                 _ticker: Arc::new(ticker),
             }),
             per_plugin: Arc::default(),
+            probe: None,
         })
     }
 
     /// This runtime, where the plugins named in `limits` are held to the
     /// limits given for them instead of the runtime's. A plugin is known by
-    /// the name its metadata gives; its metadata is read under the
-    /// runtime's own limits. Fails, naming the plugin, on limits that
+    /// the name its metadata gives, so its metadata is read under the
+    /// largest of all the limits; once its name is known, it must also
+    /// instantiate under its own. Fails, naming the plugin, on limits that
     /// cannot work.
     pub fn with_plugin_limits(mut self, limits: BTreeMap<String, Limits>) -> anyhow::Result<Self> {
         let mut per_plugin = BTreeMap::new();
+        let mut widest = self.shared.limits;
         for (name, limits) in limits {
             let shared = self
                 .shared
                 .with_limits(limits)
                 .with_context(|| format!("invalid limits for plugin {name}"))?;
+            widest = widest.widest(&limits);
             per_plugin.insert(name, Arc::new(shared));
         }
+        self.probe = if per_plugin.is_empty() {
+            None
+        } else {
+            Some(Arc::new(self.shared.with_limits(widest)?))
+        };
         self.per_plugin = Arc::new(per_plugin);
         Ok(self)
     }
@@ -221,8 +235,9 @@ impl Runtime {
 
         // Until the metadata is read, the instance goes by the source.
         let label: Arc<str> = Arc::from(source);
+        let probe = self.probe.as_ref().unwrap_or(&self.shared);
         let mut instance =
-            Instance::start(&self.shared, &pre, label).map_err(|error| LoadError::Instantiate {
+            Instance::start(probe, &pre, label).map_err(|error| LoadError::Instantiate {
                 plugin: plugin.clone(),
                 error,
             })?;
@@ -237,6 +252,14 @@ impl Runtime {
 
         // From here on, the plugin is held to its own limits, if it has any.
         let shared = self.per_plugin.get(&metadata.name).unwrap_or(&self.shared);
+        if !Arc::ptr_eq(shared, probe) {
+            Instance::start(shared, &pre, Arc::from(source)).map_err(|error| {
+                LoadError::Instantiate {
+                    plugin: plugin.clone(),
+                    error,
+                }
+            })?;
+        }
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 name: Arc::from(metadata.name.as_str()),

@@ -679,6 +679,43 @@ fn a_plugin_with_limits_of_its_own_is_held_to_them_and_the_others_are_not() {
 }
 
 #[test]
+fn a_plugin_is_loaded_under_its_own_limits_whatever_the_defaults() {
+    // Too few instances for any plugin by default; enough for load_avg.
+    let tight = Limits {
+        instances: 2,
+        ..Limits::default()
+    };
+    let roomy = Limits {
+        instances: 3,
+        ..Limits::default()
+    };
+    let runtime = Runtime::new(tight)
+        .and_then(|runtime| runtime.with_plugin_limits([("load_avg".to_owned(), roomy)].into()))
+        .expect("valid limits");
+    let plugin = runtime
+        .load("bundled:load_avg", bundled()[0].bytes)
+        .expect("its own limits let it load");
+    assert_eq!(plugin.limits(), Some(&roomy));
+    plugin.instantiate().expect("and instantiate");
+    // Another plugin, held to the defaults, is refused, although the first
+    // instance of every load is made under the widest limits.
+    let err = runtime
+        .load("bundled:cpu_usage", bundled()[1].bytes)
+        .expect_err("the defaults are too tight");
+    let message = err.to_string();
+    assert!(message.contains("bundled:cpu_usage"), "{message}");
+    assert!(message.contains("instance"), "{message}");
+    // And limits of its own that are tighter than the defaults hold.
+    let runtime = Runtime::new(roomy)
+        .and_then(|runtime| runtime.with_plugin_limits([("load_avg".to_owned(), tight)].into()))
+        .expect("valid limits");
+    let err = runtime
+        .load("bundled:load_avg", bundled()[0].bytes)
+        .expect_err("its own limits are too tight");
+    assert!(err.to_string().contains("instance"), "{err}");
+}
+
+#[test]
 fn limits_of_a_plugin_that_cannot_work_are_refused_naming_it() {
     let zero = Limits {
         call_deadline: Duration::ZERO,
