@@ -3,14 +3,15 @@
 //! A `disk_usage` payload's value is a JSON object of mount point to used
 //! fraction, `{"/": 0.71, "/home": 0.42}`. The aggregate keeps, per mount
 //! point, the largest fraction applied, and how many payloads were applied;
-//! it renders as `{"max": {"/": 0.71, "/home": 0.42}, "count": 2}`.
+//! it renders as `{"count": 2, "max": {"/": 0.71, "/home": 0.42}}`.
 //!
 //! A payload is applied whole or not at all: one that is not an object of
 //! fractions within 0..=1 is refused with a reason, and changes nothing.
 //!
 //! The state bytes are the JSON text `{"v":1,"max":{...},"count":n}`, the
 //! same in the Python, JavaScript and C versions of this example, so one
-//! can replace another and carry on from its state.
+//! can replace another and carry on from its state; they also give the
+//! same reasons for the payloads they refuse.
 //!
 //! This crate is also the template that `sluice plugin new NAME --lang
 //! rust` starts from: rename the type, then change [`State::apply`].
@@ -26,6 +27,13 @@ sluice_plugin_sdk::export_aggregate!(State);
 const TYPE: &str = "disk_usage";
 /// Version of the layout of the state bytes.
 const STATE_VERSION: u64 = 1;
+/// The fields of a state.
+const STATE_FIELDS: [&str; 3] = ["count", "max", "v"];
+/// The count stops here: 2^53 - 1, the largest integer that every JSON
+/// reader (and so every version of this example) reads exactly.
+const MAX_COUNT: u64 = (1 << 53) - 1;
+/// Mount points quoted in a reason are cut to this many characters.
+const MAX_QUOTED_CHARS: usize = 64;
 
 /// The aggregate: the largest fraction per mount point, and the number of
 /// payloads applied.
@@ -49,12 +57,15 @@ impl State {
     /// Applies one payload, given as the JSON text of its value, or refuses
     /// it with a reason and changes nothing.
     pub fn apply(&mut self, value: &str) -> Result<(), String> {
-        let value: Value = serde_json::from_str(value).map_err(|err| format!("not JSON: {err}"))?;
+        // serde_json refuses text nested deeper than 128 levels, like the
+        // other versions.
+        let value: Value = serde_json::from_str(value).map_err(|_| "not valid json")?;
         let Value::Object(mounts) = value else {
-            return Err("not an object of mount point to used fraction".to_owned());
+            return Err("not a json object".to_owned());
         };
         // Check every mount before changing any, so that a refused payload
-        // leaves no trace.
+        // leaves no trace. The map is sorted, so the first bad mount named
+        // is the first in code point order, as in the other versions.
         let fractions = mounts
             .iter()
             .map(|(mount, fraction)| Ok((mount, fraction_of(mount, fraction)?)))
@@ -63,7 +74,7 @@ impl State {
             let max = self.max.entry(mount.clone()).or_insert(fraction);
             *max = max.max(fraction);
         }
-        self.count = self.count.saturating_add(1);
+        self.count = (self.count + 1).min(MAX_COUNT);
         Ok(())
     }
 }
@@ -72,12 +83,24 @@ impl State {
 fn fraction_of(mount: &str, value: &Value) -> Result<f64, String> {
     let fraction = value
         .as_f64()
-        .ok_or_else(|| format!("mount {mount:?}: {value} is not a number"))?;
+        .ok_or_else(|| format!("mount {}: not a number", quote(mount)))?;
     if !(0.0..=1.0).contains(&fraction) {
-        return Err(format!("mount {mount:?}: {fraction} is outside 0..=1"));
+        return Err(format!(
+            "mount {}: {fraction} is outside 0..=1",
+            quote(mount)
+        ));
     }
     // Adding zero turns -0.0 into 0.0, so that zero renders one way.
     Ok(fraction + 0.0)
+}
+
+/// `mount` as a JSON string for a reason, cut to [`MAX_QUOTED_CHARS`].
+fn quote(mount: &str) -> String {
+    let cut = match mount.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((end, _)) => format!("{}\u{2026}", &mount[..end]),
+        None => mount.to_owned(),
+    };
+    Value::from(cut).to_string()
 }
 
 impl Aggregate for State {
@@ -100,9 +123,16 @@ impl Aggregate for State {
             }
             None => return Err(corrupt()),
         }
+        if state
+            .keys()
+            .any(|field| !STATE_FIELDS.contains(&field.as_str()))
+        {
+            return Err(StateError::Invalid("unknown field in a disk_usage state"));
+        }
         let count = state
             .get("count")
             .and_then(Value::as_u64)
+            .filter(|count| *count <= MAX_COUNT)
             .ok_or_else(corrupt)?;
         let mounts = state
             .get("max")
@@ -183,12 +213,33 @@ mod tests {
         ]));
         let refused: Vec<u32> = rejected.iter().map(|r| r.index).collect();
         assert_eq!(refused, [1, 2, 3, 4]);
-        assert!(rejected[0].reason.contains("outside 0..=1"), "{rejected:?}");
-        assert!(rejected[1].reason.contains("not a number"), "{rejected:?}");
+        let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                r#"mount "/home": 1.5 is outside 0..=1"#,
+                r#"mount "/": not a number"#,
+                "not a json object",
+                "not valid json",
+            ]
+        );
         assert_eq!(state.count(), 2);
         // The refused payload's 0.9 for `/` left no trace.
         assert_eq!(state.max().get("/"), Some(&0.5));
         assert_eq!(state.max().get("/home"), None);
+    }
+
+    #[test]
+    fn a_long_mount_point_is_cut_short_in_a_reason() {
+        let mount = format!("/{}", "é".repeat(100));
+        let payload = Value::Object([(mount.clone(), Value::from(2))].into_iter().collect());
+        let mut state = State::default();
+        let rejected = state.apply_batch(&batch(&[&payload.to_string()]));
+        let cut: String = mount.chars().take(MAX_QUOTED_CHARS).collect();
+        assert_eq!(
+            rejected[0].reason,
+            format!("mount \"{cut}\u{2026}\": 2 is outside 0..=1")
+        );
     }
 
     #[test]
@@ -211,12 +262,11 @@ mod tests {
             br#"{"v":1,"max":{"/":2},"count":1}"#,
             br#"{"v":1,"max":[],"count":1}"#,
             br#"{"max":{},"count":0}"#,
+            br#"{"v":1,"max":{},"count":0,"extra":1}"#,
+            br#"{"v":1,"max":{},"count":9007199254740992}"#,
         ] {
-            assert!(
-                State::decode(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            let read = State::decode(bad);
+            assert!(read.is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(matches!(
             State::decode(br#"{"v":2,"max":{},"count":0}"#),
