@@ -32,3 +32,13 @@ bench-sweep *ARGS:
 bench-startup RUNS="20":
     cargo build --release -p sluice
     bash host/benches/startup.sh {{RUNS}}
+
+# What a plugin costs by language: the example plugins (built first) next to native Rust.
+bench-langs:
+    plugins/examples/build.sh target/examples
+    cargo build --release -p sluice-plugin-disk-usage --target wasm32-wasip2 --target-dir target/wasm
+    cargo run --release -p sluice --example plugin_costs -- \
+        rust=target/wasm/wasm32-wasip2/release/sluice_plugin_disk_usage.wasm \
+        python=target/examples/python/disk_usage.wasm \
+        js=target/examples/js/disk_usage.wasm \
+        c=target/examples/c/disk_usage.wasm

@@ -275,14 +275,336 @@ pub enum Lang {
     C,
 }
 
+/// A file of a skeleton: its path in the skeleton, its text, and whether
+/// it is a script to run.
+struct Template {
+    path: &'static str,
+    text: &'static str,
+    executable: bool,
+}
+
+macro_rules! templates {
+    ($lang:literal: $($path:literal $(($exec:ident))?),* $(,)?) => {
+        &[$(Template {
+            path: $path,
+            text: include_str!(concat!("../../plugins/examples/", $lang, "/disk_usage/", $path)),
+            executable: templates!(@exec $($exec)?),
+        }),*]
+    };
+    (@exec exec) => { true };
+    (@exec) => { false };
+}
+
+const RUST: &[Template] = templates!("rust": "Cargo.toml", "src/lib.rs");
+const PYTHON: &[Template] = templates!("python":
+    "app.py", "build.sh" (exec), "requirements.txt", ".gitignore");
+const JS: &[Template] = templates!("js":
+    "disk_usage.js", "build.sh" (exec), "package.json", "package-lock.json", ".gitignore");
+const C: &[Template] = templates!("c":
+    "disk_usage.c", "aggregate.c", "aggregate.h", "json.c", "json.h", "build.sh" (exec),
+    "test.c", "test.sh" (exec), "package.json", "package-lock.json");
+
+/// The contract, written beside every skeleton so that it builds anywhere.
+const WIT: &str = include_str!("../../wit/plugin.wit");
+/// The toolchain of the Rust skeleton: the one this sluice is built with,
+/// with the `wasm32-wasip2` target.
+const RUST_TOOLCHAIN: &str = include_str!("../../rust-toolchain.toml");
+/// The guest SDK of the source tree this sluice was built from.
+const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
+
+/// The name the examples have, which a skeleton replaces with its own.
+const EXAMPLE: &str = "disk_usage";
+
+/// Whether `name` can name a payload type and its handler: 1 to 64
+/// lowercase ASCII letters, digits and `_`, starting with a letter.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    anyhow::ensure!(
+        first_ok && rest_ok && name.len() <= 64,
+        "{name:?} cannot name a payload type: use 1 to 64 lowercase ASCII letters, digits and \
+         `_`, starting with a letter (`disk_usage`)"
+    );
+    Ok(())
+}
+
+/// `text` of the example, renamed after `name`.
+fn rename(text: &str, name: &str) -> String {
+    text.replace(EXAMPLE, name)
+        .replace(&EXAMPLE.replace('_', "-"), &name.replace('_', "-"))
+        .replace(&EXAMPLE.to_ascii_uppercase(), &name.to_ascii_uppercase())
+}
+
 /// Writes the skeleton of `args`; returns what to tell the author.
 pub fn new(args: &NewArgs) -> anyhow::Result<String> {
-    // TODO(#7): write the skeletons once the examples they are made from
-    // are in the tree.
-    anyhow::bail!(
-        "`sluice plugin new {} --lang {:?}` cannot write skeletons yet; start from the \
-         bundled Rust handlers in plugins/ and docs/sandbox.md",
-        args.name,
-        args.lang
-    )
+    let name = args.name.as_str();
+    check_name(name)?;
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() {
+        let empty = fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none();
+        anyhow::ensure!(
+            empty,
+            "{} exists and is not empty: choose another --dir",
+            dir.display()
+        );
+    }
+    let templates = match args.lang {
+        Lang::Rust => RUST,
+        Lang::Python => PYTHON,
+        Lang::Js => JS,
+        Lang::C => C,
+    };
+    let mut files: Vec<(PathBuf, String, bool)> = templates
+        .iter()
+        .map(|t| {
+            let path = PathBuf::from(rename(t.path, name));
+            (path, rename(t.text, name), t.executable)
+        })
+        .collect();
+    files.push(("wit/plugin.wit".into(), WIT.to_owned(), false));
+    if args.lang == Lang::Rust {
+        let sdk = match &args.sdk {
+            Some(sdk) => sdk.clone(),
+            None => PathBuf::from(SDK_DIR),
+        };
+        let sdk = fs::canonicalize(&sdk).with_context(|| {
+            format!(
+                "no guest SDK at {}: give the plugins/sdk directory of a sluice source tree \
+                 with --sdk",
+                sdk.display()
+            )
+        })?;
+        anyhow::ensure!(
+            sdk.join("Cargo.toml").is_file(),
+            "{} holds no Cargo.toml: --sdk wants the plugins/sdk directory of a sluice source tree",
+            sdk.display()
+        );
+        let sdk_path = toml_string(&sdk.display().to_string());
+        for (path, text, _) in &mut files {
+            if path.as_path() == Path::new("Cargo.toml") {
+                *text = text.replace("path = \"../../../sdk\"", &format!("path = {sdk_path}"));
+                text.push_str(
+                    "\n# A workspace of its own, apart from any around it.\n[workspace]\n",
+                );
+            }
+        }
+        files.push((
+            "rust-toolchain.toml".into(),
+            RUST_TOOLCHAIN.to_owned(),
+            false,
+        ));
+    }
+    files.push(("README.md".into(), readme(name, args.lang), false));
+
+    for (path, text, executable) in &files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        if *executable {
+            make_executable(&path)?;
+        }
+    }
+    let mut report = format!(
+        "wrote a {} handler for the payload type `{name}` in {}:\n",
+        args.lang.label(),
+        dir.display()
+    );
+    for (path, _, _) in &files {
+        report.push_str(&format!("  {}\n", path.display()));
+    }
+    report.push_str("\nnext (README.md says more):\n");
+    for step in next_steps(name, args.lang, &dir) {
+        report.push_str(&format!("  {step}\n"));
+    }
+    Ok(report)
+}
+
+/// A TOML basic string holding `text`.
+fn toml_string(text: &str) -> String {
+    // TOML basic strings escape as JSON strings do for these characters.
+    serde_json::Value::from(text).to_string()
+}
+
+#[cfg(unix)]
+fn make_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", path.display()))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// Where the build of a skeleton puts the component.
+fn component_path(name: &str, lang: Lang) -> String {
+    match lang {
+        Lang::Rust => format!(
+            "target/wasm32-wasip2/release/sluice_plugin_{}.wasm",
+            name.replace('-', "_")
+        ),
+        _ => format!("out/{name}.wasm"),
+    }
+}
+
+/// The commands that take a skeleton in `dir` to a loaded plugin.
+fn next_steps(name: &str, lang: Lang, dir: &Path) -> Vec<String> {
+    let build = match lang {
+        Lang::Rust => "cargo build --release --target wasm32-wasip2".to_owned(),
+        _ => "./build.sh out".to_owned(),
+    };
+    let component = component_path(name, lang);
+    vec![
+        format!("cd {}", dir.display()),
+        build,
+        format!("sluice plugin check {component}"),
+        "sluice plugin bundled plugins && cp ".to_owned() + &component + " plugins/",
+        "sluice run --plugins plugins".to_owned(),
+    ]
+}
+
+/// The skeleton's README: what it is and how to take it further.
+fn readme(name: &str, lang: Lang) -> String {
+    let tools = match lang {
+        Lang::Rust => {
+            "Rust 1.95 with the `wasm32-wasip2` target (`rust-toolchain.toml` asks rustup \
+             for both) and the sluice guest SDK, by path (`Cargo.toml`)."
+        }
+        Lang::Python => {
+            "Python 3 with `venv`; `build.sh` installs componentize-py, pinned in \
+             `requirements.txt`, into `~/.cache/sluice/plugin-tools` on first use."
+        }
+        Lang::Js => {
+            "Node.js 20 or later with npm; `build.sh` installs jco and componentize-js, \
+             pinned in `package-lock.json`, into `~/.cache/sluice/plugin-tools` on first use."
+        }
+        Lang::C => {
+            "clang and wasm-ld with a WASI sysroot (Debian: `apt-get install clang lld \
+             wasi-libc libclang-rt-dev-wasm32`), cargo and npm; `build.sh` installs \
+             wit-bindgen and jco, pinned, into `~/.cache/sluice/plugin-tools` on first use. \
+             `test.sh` runs the native tests of the logic."
+        }
+    };
+    let mut text = format!(
+        "# {name}: a sluice handler plugin in {lang}\n\n\
+         A handler for the payload type `{name}`, made by `sluice plugin new` from the\n\
+         `disk_usage` example: it keeps the largest number seen for each key of an\n\
+         object value (`{{\"/\": 0.71, \"/home\": 0.42}}`), and how many payloads it\n\
+         applied. Change the logic to what `{name}` needs; the contract is\n\
+         `wit/plugin.wit`, and the rules a handler lives under (state, traps, reload,\n\
+         limits) are in sluice's `docs/plugins.md`.\n\n\
+         Needs: {tools}\n\n\
+         ```sh\n",
+        lang = lang.label()
+    );
+    for step in next_steps(name, lang, Path::new(".")).into_iter().skip(1) {
+        text.push_str(&step);
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "```\n\nThe API must send `{name}` payloads for the plugin to have work; the demo API\n\
+         of `sluice run` sends the bundled types and, with `--demo-type disk_usage`,\n\
+         the example's.\n"
+    ));
+    text
+}
+
+impl Lang {
+    /// The language's name, for people.
+    fn label(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+            Lang::C => "C",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_cannot_name_a_type_are_refused() {
+        for good in ["disk_usage", "gpu", "t2_temp"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Disk",
+            "2fast",
+            "disk-usage",
+            "disk usage",
+            "é",
+            &"a".repeat(65),
+        ] {
+            let err = check_name(bad).expect_err(bad).to_string();
+            assert!(err.contains("cannot name a payload type"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn renaming_replaces_every_spelling_of_the_example() {
+        let text = "disk_usage DISK_USAGE_H sluice-plugin-disk-usage";
+        assert_eq!(
+            rename(text, "gpu_temp"),
+            "gpu_temp GPU_TEMP_H sluice-plugin-gpu-temp"
+        );
+    }
+
+    #[test]
+    fn every_skeleton_is_renamed_whole_and_has_the_contract() {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let target = dir.path().join("gpu_temp");
+            let args = NewArgs {
+                name: "gpu_temp".to_owned(),
+                lang,
+                dir: Some(target.clone()),
+                sdk: None,
+            };
+            let report = new(&args).unwrap_or_else(|err| panic!("{lang:?}: {err:#}"));
+            assert!(report.contains("sluice plugin check"), "{report}");
+            assert_eq!(
+                fs::read_to_string(target.join("wit/plugin.wit")).expect("the contract"),
+                WIT
+            );
+            for entry in walk(&target) {
+                let text = fs::read_to_string(&entry).unwrap_or_default();
+                // The README says which example the skeleton comes from,
+                // and the contract, copied as it is, uses it as an example.
+                let as_is = entry.ends_with("README.md") || entry.ends_with("plugin.wit");
+                assert!(
+                    !text.contains(EXAMPLE) || as_is,
+                    "{lang:?}: {} still names the example",
+                    entry.display()
+                );
+            }
+            // A second time, into the same directory, it refuses.
+            let err = new(&args).expect_err("the directory is not empty");
+            assert!(err.to_string().contains("not empty"), "{err}");
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(dir).expect("a directory").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
 }
