@@ -251,10 +251,14 @@ impl<S: Poll> Ingest<S> {
                 () = self.stopped() => return self.idle().await,
                 permit = self.queue.reserve() => permit.context("the dispatch queue is closed")?,
             };
-            tokio::select! {
-                biased;
-                () = self.stopped() => return self.idle().await,
-                () = tokio::time::sleep_until(next_poll) => {}
+            // A timer, even one already due, fires on the timer's next tick
+            // (a millisecond): with no pause to keep, poll at once.
+            if next_poll > tokio::time::Instant::now() {
+                tokio::select! {
+                    biased;
+                    () = self.stopped() => return self.idle().await,
+                    () = tokio::time::sleep_until(next_poll) => {}
+                }
             }
             let Some(busy) = self.begin_poll() else {
                 return self.idle().await;
