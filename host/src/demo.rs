@@ -99,18 +99,11 @@ async fn metrics(types: Arc<[DemoType]>) -> Response {
         .into_response()
 }
 
-/// One random envelope of a known type.
-pub fn envelope() -> serde_json::Value {
-    envelope_of(&DemoType::DEFAULT)
-}
-
-/// One random envelope of one of `types` (of a known type when empty).
+/// One random envelope of one of `types` (a `load_avg` one when empty).
 pub fn envelope_of(types: &[DemoType]) -> serde_json::Value {
-    let kind = if types.is_empty() {
-        DemoType::LoadAvg
-    } else {
-        types[fastrand::usize(..types.len())]
-    };
+    let kind = fastrand::choice(types)
+        .copied()
+        .unwrap_or(DemoType::LoadAvg);
     let value = match kind {
         DemoType::LoadAvg => serde_json::json!(shortest(fastrand::f32() * 4.0)),
         DemoType::CpuUsage => (0..5).map(|_| shortest(fastrand::f32())).collect(),
@@ -174,7 +167,7 @@ mod tests {
             seen.insert(kind);
         }
         assert_eq!(seen.len(), 2, "both types are drawn: {seen:?}");
-        let known = envelope();
+        let known = envelope_of(&DemoType::DEFAULT);
         assert!(
             ["load_avg", "cpu_usage", "last_kernel_upgrade"]
                 .contains(&known["type"].as_str().expect("a type")),

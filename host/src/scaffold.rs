@@ -447,10 +447,8 @@ fn make_executable(_: &Path) -> anyhow::Result<()> {
 /// Where the build of a skeleton puts the component.
 fn component_path(name: &str, lang: Lang) -> String {
     match lang {
-        Lang::Rust => format!(
-            "target/wasm32-wasip2/release/sluice_plugin_{}.wasm",
-            name.replace('-', "_")
-        ),
+        // `check_name` allows no `-`, so the crate's file name is the name.
+        Lang::Rust => format!("target/wasm32-wasip2/release/sluice_plugin_{name}.wasm"),
         _ => format!("out/{name}.wasm"),
     }
 }

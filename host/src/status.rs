@@ -389,37 +389,35 @@ fn compact(value: &Value) -> String {
         Value::Null => "-".to_owned(),
         Value::Number(n) if n.is_f64() => significant(n.as_f64().unwrap_or(0.0), 4),
         Value::String(s) => s.clone(),
-        Value::Array(items) => {
-            let mut shown: Vec<String> = items.iter().take(4).map(compact).collect();
-            if items.len() > 4 {
-                shown.push(format!("+{}", items.len() - 4));
-            }
-            format!("[{}]", shown.join(","))
-        }
+        Value::Array(items) => format!("[{}]", first_four(items.iter().map(compact))),
         Value::Object(fields) => {
-            let mut shown: Vec<String> = fields
+            let fields = fields
                 .iter()
-                .take(4)
-                .map(|(key, value)| format!("{key}={}", compact(value)))
-                .collect();
-            if fields.len() > 4 {
-                shown.push(format!("+{}", fields.len() - 4));
-            }
-            format!("{{{}}}", shown.join(","))
+                .map(|(key, value)| format!("{key}={}", compact(value)));
+            format!("{{{}}}", first_four(fields))
         }
         other => other.to_string(),
     }
 }
 
+/// The first four of `items`, joined with commas, and `+N` for the rest.
+fn first_four(items: impl ExactSizeIterator<Item = String>) -> String {
+    let rest = items.len().saturating_sub(4);
+    let mut shown: Vec<String> = items.take(4).collect();
+    if rest > 0 {
+        shown.push(format!("+{rest}"));
+    }
+    shown.join(",")
+}
+
 /// `x` with `digits` significant digits, without trailing zeros, never in
 /// exponent form (`0.0004`, `3.142`, `1234`).
 fn significant(x: f64, digits: i32) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return if x.is_finite() {
-            "0".to_owned()
-        } else {
-            x.to_string()
-        };
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    if x == 0.0 {
+        return "0".to_owned();
     }
     let magnitude = x.abs().log10().floor() as i32;
     let decimals = (digits - 1 - magnitude).clamp(0, 17) as usize;
