@@ -439,6 +439,7 @@ async fn start_with_cache(
             factor: 2.0,
         },
         min_interval: Duration::ZERO,
+        in_flight: sluice::ingest::DEFAULT_IN_FLIGHT,
     });
     config.plugins = plugins;
     config.cache = cache;

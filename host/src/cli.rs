@@ -120,6 +120,12 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_POLL_INTERVAL", value_name = "DURATION", default_value = "0s",
         value_parser = duration, visible_alias = "min-poll-interval")]
     pub poll_interval: Duration,
+    /// Most polls under way at once while polls succeed: the next body is
+    /// fetched while the last is decoded. After a failure, one at a time
+    /// until a poll succeeds; 1 never overlaps polls.
+    #[arg(long, env = "SLUICE_POLLS_IN_FLIGHT", value_name = "N",
+        default_value_t = crate::ingest::DEFAULT_IN_FLIGHT)]
+    pub polls_in_flight: usize,
     /// Largest response body accepted, in bytes.
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", value_name = "BYTES",
         default_value_t = 16 * 1024 * 1024)]

@@ -44,6 +44,9 @@ use crate::logs::LogFormat;
 use crate::pipeline::{PipelineConfig, PluginSource};
 use crate::plugin::{CompileCache, Limits};
 
+/// The most polls `polls_in_flight` may ask to have under way at once.
+const MAX_IN_FLIGHT: usize = 16;
+
 /// Where each command-line setting came from, as clap saw it: by argument
 /// id (the field name of [`RunArgs`]).
 #[derive(Clone, Debug, Default)]
@@ -178,6 +181,7 @@ struct FileConfig {
     retry_max: Option<Duration>,
     #[serde(default, deserialize_with = "duration_opt")]
     poll_interval: Option<Duration>,
+    polls_in_flight: Option<usize>,
     max_body_bytes: Option<u64>,
     ca_bundle: Option<PathBuf>,
     #[serde(default, deserialize_with = "duration_opt")]
@@ -248,6 +252,11 @@ impl Settings {
         merge.layer(&mut args.retry_min, "retry_min", f.retry_min);
         merge.layer(&mut args.retry_max, "retry_max", f.retry_max);
         merge.layer(&mut args.poll_interval, "poll_interval", f.poll_interval);
+        merge.layer(
+            &mut args.polls_in_flight,
+            "polls_in_flight",
+            f.polls_in_flight,
+        );
         merge.layer(&mut args.max_body_bytes, "max_body_bytes", f.max_body_bytes);
         merge.layer(
             &mut args.ca_bundle,
@@ -349,6 +358,12 @@ impl Settings {
             };
             anyhow::ensure!(!zero, "{} must be above zero", self.key(id));
         }
+        anyhow::ensure!(
+            (1..=MAX_IN_FLIGHT).contains(&args.polls_in_flight),
+            "{} must be from 1 to {MAX_IN_FLIGHT}, not {}",
+            self.key("polls_in_flight"),
+            args.polls_in_flight,
+        );
         for (id, zero) in [
             ("plugin_memory_mib", args.plugin_memory_mib == 0),
             ("max_body_bytes", args.max_body_bytes == 0),
@@ -400,6 +415,7 @@ impl Settings {
             source: source_config,
             retry,
             min_interval: args.poll_interval,
+            in_flight: args.polls_in_flight,
         };
         let mut config = PipelineConfig::new(ingest);
         config.plugins = match &args.plugins {
@@ -511,7 +527,7 @@ impl Settings {
         let redacted = |secret: &Option<Secret>| secret.as_ref().map(|_| "<redacted>".to_owned());
         let source = a.source.as_ref().map(Url::to_string);
         let demo_type: Vec<&str> = a.demo_type.iter().map(|t| t.name()).collect();
-        let rows: [(&str, Option<String>); 20] = [
+        let rows: [(&str, Option<String>); 21] = [
             (
                 "source",
                 source.or_else(|| Some("(built-in demo API)".to_owned())),
@@ -529,6 +545,7 @@ impl Settings {
             ("retry_min", Some(d(a.retry_min))),
             ("retry_max", Some(d(a.retry_max))),
             ("poll_interval", Some(d(a.poll_interval))),
+            ("polls_in_flight", Some(a.polls_in_flight.to_string())),
             ("max_body_bytes", Some(a.max_body_bytes.to_string())),
             ("ca_bundle", opt(&a.ca_bundle)),
             ("plugin_deadline", Some(d(a.plugin_deadline))),

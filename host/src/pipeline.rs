@@ -59,13 +59,14 @@ impl PipelineConfig {
     /// Settings for `ingest` with defaults for everything else.
     pub fn new(ingest: IngestConfig) -> PipelineConfig {
         PipelineConfig {
+            // Each poll under way holds room for its response.
+            ingest_queue: ingest.in_flight.max(2),
             ingest,
             plugins: PluginSource::Bundled,
             limits: Limits::default(),
             plugin_limits: BTreeMap::new(),
             cache: CompileCache::Off,
             engine: EngineConfig::default(),
-            ingest_queue: 2,
             handler_queue: 4,
         }
     }

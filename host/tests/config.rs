@@ -189,7 +189,7 @@ async fn check_config_exits_zero_when_everything_is_valid_and_one_when_not() {
     let retry = format!("retry_min in {path}");
     let (_bad, bad_plugin) = file("[plugins.load_avg]\nmemory_mib = 0\n");
     let (_gone, gone) = file("plugin_dir = \"nowhere\"\n");
-    let cases: [Case<'_>; 7] = [
+    let cases: [Case<'_>; 9] = [
         (&["--config", &path, "--retry-max", "500ms"], &[], &retry),
         (
             &["--config", &path],
@@ -204,6 +204,16 @@ async fn check_config_exits_zero_when_everything_is_valid_and_one_when_not() {
             "/nonexistent/plugins",
         ),
         (&["--log-level", "loud"], &[], "--log-level"),
+        (
+            &["--polls-in-flight", "0"],
+            &[],
+            "--polls-in-flight must be from 1 to 16, not 0",
+        ),
+        (
+            &[],
+            &[("SLUICE_POLLS_IN_FLIGHT", "17")],
+            "SLUICE_POLLS_IN_FLIGHT must be from 1 to 16, not 17",
+        ),
         (
             &[],
             &[("SLUICE_REQUEST_TIMEOUT", "soon")],

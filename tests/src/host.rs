@@ -45,6 +45,7 @@ impl Host {
             source,
             retry,
             min_interval: Duration::ZERO,
+            in_flight: sluice::ingest::DEFAULT_IN_FLIGHT,
         });
         adjust(&mut config);
         let pipeline = Arc::new(Pipeline::start(config).await.expect("the pipeline starts"));

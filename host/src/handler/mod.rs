@@ -299,11 +299,15 @@ impl Slot {
             "p99": micros(0.99),
         });
         drop(stats);
-        let plugin = self.plugin();
+        let (plugin, versions) = {
+            let current = lock(&self.current);
+            let versions = serde_json::to_value(&*lock(&self.versions)).unwrap_or_default();
+            (current.plugin.clone(), versions)
+        };
         report["plugin"] = self.name.as_str().into();
         report["version"] = plugin.version().into();
         report["source"] = plugin.source().into();
-        report["versions"] = serde_json::to_value(&*lock(&self.versions)).unwrap_or_default();
+        report["versions"] = versions;
         report["failing"] = (*self.failing.borrow()).into();
         report["in_hand"] = lock(&self.in_hand)
             .as_ref()
@@ -489,18 +493,20 @@ impl Slot {
     /// Makes `candidate` the running version.
     fn promote(&self, candidate: Plugin) -> u64 {
         let version = candidate.version().to_owned();
+        // Both in one step, so that no report shows the new version with
+        // the old counts (`current` is always locked before `versions`).
         let mut current = lock(&self.current);
+        let mut versions = lock(&self.versions);
         current.plugin = candidate;
         current.generation += 1;
         let generation = current.generation;
-        drop(current);
-        let mut versions = lock(&self.versions);
         versions.loaded_at = Some(SystemTime::now());
         versions.reloads += 1;
         versions.last_reload_error = None;
         if versions.pending.as_deref() == Some(version.as_str()) {
             versions.pending = None;
         }
+        drop((versions, current));
         tracing::info!(plugin = %self.name, %version, "new version swapped in");
         generation
     }

@@ -6,6 +6,13 @@
 //! outcome occurs in a spell of failures (the polls since the last success),
 //! and retried after a backoff (or after the server's `Retry-After`).
 //!
+//! While polls succeed, up to [`IngestConfig::in_flight`] of them are under
+//! way at once, each on a task of its own: one body is fetched while the one
+//! before it is decoded. Their responses are still handled, and handed on,
+//! in the order the polls started. After a failure polls go one at a time,
+//! so that a backoff or a `Retry-After` holds back every poll, until one
+//! succeeds again.
+//!
 //! For a clean stop, [`Ingest::stop_polling`] makes every run, present and
 //! future, start no new poll; a poll under way finishes and hands its
 //! response on, and [`Ingest::polls_stopped`] tells when none is under way.
@@ -15,13 +22,14 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+use tokio_util::task::AbortOnDropHandle;
 
 pub use self::decode::{Decoded, Kind, Payload, Value};
 pub use self::source::{PollError, Secret, Source, SourceConfig};
@@ -38,6 +46,9 @@ pub struct Response {
     pub received_at: Instant,
 }
 
+/// How many polls are under way at once by default, while polls succeed.
+pub const DEFAULT_IN_FLIGHT: usize = 2;
+
 /// Settings of the poll loop.
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
@@ -47,6 +58,8 @@ pub struct IngestConfig {
     pub retry: BackoffSettings,
     /// The shortest time from the start of one poll to the start of the next.
     pub min_interval: Duration,
+    /// The most polls under way at once while polls succeed (at least 1).
+    pub in_flight: usize,
 }
 
 /// Where responses come from: the HTTP [`Source`], or a fake in tests.
@@ -78,13 +91,13 @@ pub struct Ingest<S = Source> {
     polling: watch::Sender<Polling>,
 }
 
-/// Whether ingest may poll, and whether a poll is under way.
+/// Whether ingest may poll, and how many polls are under way.
 #[derive(Clone, Copy, Debug, Default)]
 struct Polling {
     /// Asked to start no new poll; never cleared.
     stopped: bool,
-    /// A poll is under way, or its response is being handed on.
-    busy: bool,
+    /// Polls under way, or whose response is being handed on.
+    busy: usize,
 }
 
 /// Marks a poll under way until dropped (also when a run is cancelled).
@@ -92,8 +105,15 @@ struct Busy<'a>(&'a watch::Sender<Polling>);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.send_modify(|polling| polling.busy = false);
+        self.0.send_modify(|polling| polling.busy -= 1);
     }
+}
+
+/// A poll under way, with the room its response will take downstream.
+struct UnderWay<'a> {
+    task: AbortOnDropHandle<Result<Decoded, PollError>>,
+    permit: mpsc::Permit<'a, Response>,
+    _busy: Busy<'a>,
 }
 
 /// Counters of the ingest component, shown in its report.
@@ -168,6 +188,7 @@ impl<S: Poll> Ingest<S> {
         ledger: Arc<Ledger>,
     ) -> anyhow::Result<Ingest<S>> {
         config.retry.validate().context("invalid retry backoff")?;
+        anyhow::ensure!(config.in_flight > 0, "ingest needs room for one poll");
         Ok(Ingest {
             config,
             source,
@@ -189,7 +210,7 @@ impl<S: Poll> Ingest<S> {
     pub async fn polls_stopped(&self) {
         let mut polling = self.polling.subscribe();
         // The sender lives in `self`, so the wait cannot fail.
-        let _ = polling.wait_for(|p| p.stopped && !p.busy).await;
+        let _ = polling.wait_for(|p| p.stopped && p.busy == 0).await;
     }
 
     /// Resolves once polling was stopped. Cancel-safe.
@@ -203,10 +224,29 @@ impl<S: Poll> Ingest<S> {
     fn begin_poll(&self) -> Option<Busy<'_>> {
         let began = self.polling.send_if_modified(|polling| {
             let may = !polling.stopped;
-            polling.busy |= may;
+            polling.busy += usize::from(may);
             may
         });
         began.then_some(Busy(&self.polling))
+    }
+
+    /// Room downstream for one more response, once the pause between two
+    /// polls that starts at `next_poll` is over. Cancel-safe.
+    async fn room(
+        &self,
+        next_poll: tokio::time::Instant,
+    ) -> anyhow::Result<mpsc::Permit<'_, Response>> {
+        let permit = self
+            .queue
+            .reserve()
+            .await
+            .context("the dispatch queue is closed")?;
+        // A timer, even one already due, fires on the timer's next tick
+        // (a millisecond): with no pause to keep, poll at once.
+        if next_poll > tokio::time::Instant::now() {
+            tokio::time::sleep_until(next_poll).await;
+        }
+        Ok(permit)
     }
 
     /// What a run does once polling was stopped: nothing, until cancelled.
@@ -243,86 +283,110 @@ impl<S: Poll> Ingest<S> {
         // draws its 500s before it checks the token, so a bad token shows as
         // 401s and 500s in turn).
         let mut logged: BTreeSet<&'static str> = BTreeSet::new();
+        // Polls under way, oldest first. Until the first poll of a run
+        // succeeds, and after any failure, only one at a time.
+        let mut under_way: VecDeque<UnderWay<'_>> = VecDeque::new();
+        let mut succeeding = false;
         tracing::info!(source = %self.source.describe(), run = ctx.run(), "polling");
         loop {
-            // Ask for room first: the next poll waits for the pipeline.
-            let permit = tokio::select! {
-                biased;
-                () = self.stopped() => return self.idle().await,
-                permit = self.queue.reserve() => permit.context("the dispatch queue is closed")?,
-            };
-            // A timer, even one already due, fires on the timer's next tick
-            // (a millisecond): with no pause to keep, poll at once.
-            if next_poll > tokio::time::Instant::now() {
-                tokio::select! {
-                    biased;
-                    () = self.stopped() => return self.idle().await,
-                    () = tokio::time::sleep_until(next_poll) => {}
-                }
-            }
-            let Some(busy) = self.begin_poll() else {
+            let stopped = self.polling.borrow().stopped;
+            if stopped && under_way.is_empty() {
                 return self.idle().await;
-            };
-            let started = tokio::time::Instant::now();
-            self.stats().started(started);
-            // Pace from when this poll started: a stall is not caught up on.
-            next_poll = started + self.config.min_interval;
-            let result = self.source.poll().await;
-            let mut stats = self.stats();
-            stats.last_poll_at = Some(SystemTime::now());
-            match result {
-                Ok(decoded) => {
-                    *stats.polls.entry("ok").or_default() += 1;
-                    stats.entries += decoded.len() as u64;
-                    stats.consecutive_failures = 0;
-                    stats.last_error = None;
-                    stats.retry_in_ms = None;
-                    drop(stats);
-                    if !logged.is_empty() {
-                        let after: Vec<_> = std::mem::take(&mut logged).into_iter().collect();
-                        tracing::info!(after = ?after, "polls succeed again");
-                    }
-                    backoff.reset();
-                    // An empty answer is normal, and takes no room downstream.
-                    if !decoded.is_empty() {
-                        self.ledger.received(received_counts(&decoded));
-                        permit.send(Response {
-                            decoded,
-                            received_at: Instant::now(),
-                        });
-                    }
+            }
+            let most = if succeeding { self.config.in_flight } else { 1 };
+            let may_start = !stopped && under_way.len() < most;
+            tokio::select! {
+                biased;
+                result = async { (&mut under_way.front_mut()?.task).await.ok() }, if !under_way.is_empty() => {
+                    let poll = under_way.pop_front().context("a poll was under way")?;
+                    let result = result.context("a poll panicked")?;
+                    succeeding = result.is_ok();
+                    self.finish(result, poll.permit, &mut backoff, &mut next_poll, &mut logged);
+                    // Dropping `poll` marks it done: its response, if any,
+                    // is counted and handed on.
                 }
-                Err(err) => {
-                    let outcome = err.label();
-                    *stats.polls.entry(outcome).or_default() += 1;
-                    stats.consecutive_failures += 1;
-                    stats.last_error = Some(err.to_string());
-                    let delay = match &err {
-                        PollError::Unauthorized => backoff.max(),
-                        // The server's word, within our own bounds.
-                        PollError::RateLimited {
-                            retry_after: Some(after),
-                            ..
-                        } => (*after).clamp(self.config.retry.min, self.config.retry.max),
-                        _ => backoff.next_delay(),
-                    };
-                    stats.retry_in_ms = Some(delay.as_millis());
-                    drop(stats);
-                    // One line per outcome and spell; repeats go to DEBUG.
-                    if logged.insert(outcome) {
-                        if matches!(err, PollError::Unauthorized) {
-                            tracing::error!(error = %err, retry_in = ?delay, "poll failed");
-                        } else {
-                            tracing::warn!(error = %err, retry_in = ?delay, "poll failed");
-                        }
-                    } else {
-                        tracing::debug!(error = %err, retry_in = ?delay, "poll failed again");
-                    }
-                    next_poll = next_poll.max(tokio::time::Instant::now() + delay);
+                () = self.stopped(), if !stopped => {}
+                permit = self.room(next_poll), if may_start => {
+                    let permit = permit?;
+                    let Some(busy) = self.begin_poll() else { continue };
+                    let started = tokio::time::Instant::now();
+                    self.stats().started(started);
+                    // Pace from when this poll started: a stall is not caught up on.
+                    next_poll = started + self.config.min_interval;
+                    let ingest = Arc::clone(&self);
+                    let task = tokio::spawn(async move { ingest.source.poll().await });
+                    under_way.push_back(UnderWay {
+                        task: AbortOnDropHandle::new(task),
+                        permit,
+                        _busy: busy,
+                    });
                 }
             }
-            // The response, if any, is counted and handed on.
-            drop(busy);
+        }
+    }
+
+    /// Counts the outcome of a poll and hands its response on with `permit`,
+    /// or sets the delay before the next poll after a failure.
+    fn finish(
+        &self,
+        result: Result<Decoded, PollError>,
+        permit: mpsc::Permit<'_, Response>,
+        backoff: &mut Backoff,
+        next_poll: &mut tokio::time::Instant,
+        logged: &mut BTreeSet<&'static str>,
+    ) {
+        let mut stats = self.stats();
+        stats.last_poll_at = Some(SystemTime::now());
+        match result {
+            Ok(decoded) => {
+                *stats.polls.entry("ok").or_default() += 1;
+                stats.entries += decoded.len() as u64;
+                stats.consecutive_failures = 0;
+                stats.last_error = None;
+                stats.retry_in_ms = None;
+                drop(stats);
+                if !logged.is_empty() {
+                    let after: Vec<_> = std::mem::take(logged).into_iter().collect();
+                    tracing::info!(after = ?after, "polls succeed again");
+                }
+                backoff.reset();
+                // An empty answer is normal, and takes no room downstream.
+                if !decoded.is_empty() {
+                    self.ledger.received(received_counts(&decoded));
+                    permit.send(Response {
+                        decoded,
+                        received_at: Instant::now(),
+                    });
+                }
+            }
+            Err(err) => {
+                let outcome = err.label();
+                *stats.polls.entry(outcome).or_default() += 1;
+                stats.consecutive_failures += 1;
+                stats.last_error = Some(err.to_string());
+                let delay = match &err {
+                    PollError::Unauthorized => backoff.max(),
+                    // The server's word, within our own bounds.
+                    PollError::RateLimited {
+                        retry_after: Some(after),
+                        ..
+                    } => (*after).clamp(self.config.retry.min, self.config.retry.max),
+                    _ => backoff.next_delay(),
+                };
+                stats.retry_in_ms = Some(delay.as_millis());
+                drop(stats);
+                // One line per outcome and spell; repeats go to DEBUG.
+                if logged.insert(outcome) {
+                    if matches!(err, PollError::Unauthorized) {
+                        tracing::error!(error = %err, retry_in = ?delay, "poll failed");
+                    } else {
+                        tracing::warn!(error = %err, retry_in = ?delay, "poll failed");
+                    }
+                } else {
+                    tracing::debug!(error = %err, retry_in = ?delay, "poll failed again");
+                }
+                *next_poll = (*next_poll).max(tokio::time::Instant::now() + delay);
+            }
         }
     }
 }

@@ -46,7 +46,18 @@ struct Rig {
     _engine: EngineHandle,
 }
 
+/// A poll loop over `script`, with polls one at a time unless `in_flight`
+/// says otherwise.
 fn rig(script: Vec<Result<Decoded, PollError>>, min_interval: Duration, queue: usize) -> Rig {
+    rig_with(script, min_interval, queue, 1)
+}
+
+fn rig_with(
+    script: Vec<Result<Decoded, PollError>>,
+    min_interval: Duration,
+    queue: usize,
+    in_flight: usize,
+) -> Rig {
     let (polls_tx, polls) = mpsc::unbounded_channel();
     let (queue_tx, responses) = mpsc::channel(queue);
     let ledger = Arc::new(Ledger::new());
@@ -62,6 +73,7 @@ fn rig(script: Vec<Result<Decoded, PollError>>, min_interval: Duration, queue: u
             factor: 2.0,
         },
         min_interval,
+        in_flight,
     };
     let ingest = Arc::new(
         Ingest::with_source(config, source, queue_tx, Arc::clone(&ledger)).expect("valid settings"),
@@ -248,4 +260,157 @@ async fn a_rejected_token_is_logged_once_per_spell_whatever_failures_come_betwee
     assert_eq!(failed("ERROR", "token rejected"), 2, "{logged}");
     assert_eq!(failed("WARN", "server error"), 1, "{logged}");
     assert_eq!(rig.ingest.report()["polls"]["unauthorized"], 6);
+}
+
+/// A source whose polls each wait for the test to answer them.
+struct Gated {
+    polls: mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Result<Decoded, PollError>>>,
+}
+
+impl Poll for Gated {
+    async fn poll(&self) -> Result<Decoded, PollError> {
+        let (answer, reply) = tokio::sync::oneshot::channel();
+        let _ = self.polls.send(answer);
+        reply.await.unwrap_or_else(|_| Ok(Decoded::default()))
+    }
+
+    fn describe(&self) -> String {
+        "gated".to_owned()
+    }
+}
+
+type Answer = tokio::sync::oneshot::Sender<Result<Decoded, PollError>>;
+
+struct GatedRig {
+    polls: mpsc::UnboundedReceiver<Answer>,
+    responses: mpsc::Receiver<Response>,
+    ingest: Arc<Ingest<Gated>>,
+    _engine: EngineHandle,
+}
+
+fn gated(in_flight: usize) -> GatedRig {
+    let (polls_tx, polls) = mpsc::unbounded_channel();
+    let (queue_tx, responses) = mpsc::channel(8);
+    let config = IngestConfig {
+        source: SourceConfig::new("http://127.0.0.1:1/metrics".parse().expect("a URL")),
+        retry: BackoffSettings {
+            min: ms(100),
+            max: ms(2_000),
+            factor: 2.0,
+        },
+        min_interval: Duration::ZERO,
+        in_flight,
+    };
+    let source = Gated { polls: polls_tx };
+    let ingest = Arc::new(
+        Ingest::with_source(config, source, queue_tx, Arc::new(Ledger::new()))
+            .expect("valid settings"),
+    );
+    let running = Arc::clone(&ingest);
+    let manifold = Manifold::new("ingest", &[], move |ctx| Arc::clone(&running).run(ctx));
+    let engine = Engine::start(EngineConfig::default(), vec![manifold]).expect("the engine starts");
+    GatedRig {
+        polls,
+        responses,
+        ingest,
+        _engine: engine,
+    }
+}
+
+impl GatedRig {
+    async fn next_poll(&mut self) -> Answer {
+        self.polls.recv().await.expect("ingest keeps polling")
+    }
+
+    /// Lets ten seconds pass, and asserts that no poll started meanwhile.
+    async fn no_new_poll(&mut self, why: &str) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(self.polls.try_recv().is_err(), "a poll started {why}");
+    }
+}
+
+/// `n` load_avg payloads of value `value`.
+fn loads(n: usize, value: u32) -> Decoded {
+    let entry = format!(r#"{{"type":"load_avg","payload":{{"value":{value}}}}}"#);
+    let body = format!("[{}]", vec![entry; n].join(","));
+    decode::decode(body.as_bytes()).expect("a valid body")
+}
+
+fn answer(poll: Answer, reply: Result<Decoded, PollError>) {
+    // The poll is under way until answered, so its receiver is alive.
+    let _ = poll.send(reply);
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_polls_succeed_two_are_under_way_and_answers_go_on_in_order() {
+    let mut rig = gated(2);
+    let first = rig.next_poll().await;
+    rig.no_new_poll("beside the first poll of a run").await;
+    answer(first, Ok(loads(1, 0)));
+    let second = rig.next_poll().await;
+    let third = rig.next_poll().await;
+    rig.no_new_poll("with two under way").await;
+
+    // The third answers first, but its response waits for the second's.
+    answer(third, Ok(loads(3, 3)));
+    let response = rig.responses.recv().await.expect("a response");
+    assert_eq!(response.decoded, loads(1, 0));
+    rig.no_new_poll("while the oldest poll is under way").await;
+    assert!(rig.responses.try_recv().is_err(), "handed on out of order");
+
+    answer(second, Ok(loads(2, 2)));
+    for expected in [loads(2, 2), loads(3, 3)] {
+        let response = rig.responses.recv().await.expect("a response");
+        assert_eq!(response.decoded, expected);
+    }
+    // Both done: two polls under way again.
+    let _fourth = rig.next_poll().await;
+    let _fifth = rig.next_poll().await;
+    assert_eq!(rig.ingest.report()["polls"]["ok"], 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_failure_polls_go_one_at_a_time_until_one_succeeds() {
+    let mut rig = gated(2);
+    answer(rig.next_poll().await, Ok(loads(1, 0)));
+    let second = rig.next_poll().await;
+    let third = rig.next_poll().await;
+    answer(second, Ok(loads(1, 1)));
+    answer(third, server_error());
+    let failed_at = Instant::now();
+
+    // The backoff's first delay, then one poll alone.
+    let alone = rig.next_poll().await;
+    assert_eq!(Instant::now() - failed_at, ms(100));
+    rig.no_new_poll("beside the poll after a failure").await;
+    answer(alone, Ok(loads(1, 2)));
+    let _again = rig.next_poll().await;
+    let _and_again = rig.next_poll().await;
+
+    let report = rig.ingest.report();
+    assert_eq!(report["polls"]["ok"], 3);
+    assert_eq!(report["polls"]["server_error"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn polls_under_way_when_polling_stops_finish_and_are_handed_on() {
+    let mut rig = gated(2);
+    answer(rig.next_poll().await, Ok(loads(1, 0)));
+    let second = rig.next_poll().await;
+    let third = rig.next_poll().await;
+    rig.ingest.stop_polling();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), rig.ingest.polls_stopped()).await;
+    assert!(
+        stopped.is_err(),
+        "polls_stopped before the polls under way ended"
+    );
+
+    answer(third, Ok(loads(3, 3)));
+    answer(second, Ok(loads(2, 2)));
+    rig.ingest.polls_stopped().await;
+    for expected in [loads(1, 0), loads(2, 2), loads(3, 3)] {
+        let response = rig.responses.recv().await.expect("a response");
+        assert_eq!(response.decoded, expected);
+    }
+    rig.no_new_poll("after polling stopped").await;
 }
