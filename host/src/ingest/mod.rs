@@ -262,6 +262,8 @@ impl<S: Poll> Ingest<S> {
         report["polls_per_second"] = ((stats.rate() * 100.0).round() / 100.0).into();
         drop(stats);
         report["source"] = self.source.describe().into();
+        report["polls_under_way"] = self.polling.borrow().busy.into();
+        report["polls_in_flight"] = self.config.in_flight.into();
         report["queue"] = serde_json::json!({
             "capacity": self.queue.max_capacity(),
             "depth": self.queue.max_capacity() - self.queue.capacity(),

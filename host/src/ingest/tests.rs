@@ -350,6 +350,9 @@ async fn once_polls_succeed_two_are_under_way_and_answers_go_on_in_order() {
     let second = rig.next_poll().await;
     let third = rig.next_poll().await;
     rig.no_new_poll("with two under way").await;
+    let report = rig.ingest.report();
+    assert_eq!(report["polls_under_way"], 2, "{report}");
+    assert_eq!(report["polls_in_flight"], 2, "{report}");
 
     // The third answers first, but its response waits for the second's.
     answer(third, Ok(loads(3, 3)));
