@@ -293,14 +293,6 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         }
     };
     let config = settings.pipeline_config(source)?;
-    for (name, plugin) in &settings.plugins {
-        if !plugin.wasi.is_empty() {
-            tracing::warn!(
-                plugin = %name,
-                "WASI grants are not applied yet; the plugin runs in the closed sandbox"
-            );
-        }
-    }
     let access = crate::admin::Access::from_token(args.admin_token.clone())?;
     let listener = crate::admin::bind(args.admin, &access).await?;
     let admin_addr = listener.local_addr()?;

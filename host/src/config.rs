@@ -42,7 +42,7 @@ use crate::engine::EngineConfig;
 use crate::ingest::{IngestConfig, Secret, Source, SourceConfig};
 use crate::logs::LogFormat;
 use crate::pipeline::{PipelineConfig, PluginSource};
-use crate::plugin::{CompileCache, Limits};
+use crate::plugin::{CompileCache, GrantedDir, Grants, Limits};
 
 /// The most polls `polls_in_flight` may ask to have under way at once.
 const MAX_IN_FLIGHT: usize = 16;
@@ -123,19 +123,15 @@ pub struct PluginSettings {
     pub wasi: WasiGrants,
 }
 
-/// WASI capabilities a plugin may be granted (`[plugins.NAME.wasi]`).
-///
-/// The keys are accepted and validated, but not applied yet: every plugin
-/// runs in the closed sandbox of `docs/sandbox.md`, and sluice warns at
-/// start when a grant is configured. TODO(#6): pass them to the plugin's
-/// WASI context once a fixture can show them applied.
+/// WASI capabilities a plugin is granted (`[plugins.NAME.wasi]`), beyond
+/// the closed sandbox of `docs/sandbox.md`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WasiGrants {
-    /// Environment variables the plugin would see.
+    /// Environment variables the plugin sees.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Host directories the plugin would read, never write.
+    /// Host directories the plugin may read, never write.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
 }
@@ -145,6 +141,21 @@ impl WasiGrants {
     pub fn is_empty(&self) -> bool {
         self.env.is_empty() && self.dirs.is_empty()
     }
+
+    /// The grants, as the plugin runtime takes them.
+    pub fn grants(&self) -> Grants {
+        Grants {
+            env: self.env.clone(),
+            dirs: self
+                .dirs
+                .iter()
+                .map(|dir| GrantedDir {
+                    host: dir.host.clone(),
+                    guest: dir.guest.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A host directory granted read-only to a plugin.
@@ -153,7 +164,7 @@ impl WasiGrants {
 pub struct DirGrant {
     /// The directory on the host; relative to the configuration file.
     pub host: PathBuf,
-    /// The absolute path at which the plugin would see it.
+    /// The absolute path at which the plugin sees it.
     pub guest: String,
 }
 
@@ -428,6 +439,12 @@ impl Settings {
             .iter()
             .map(|(name, settings)| (name.clone(), settings.limits(limits)))
             .collect();
+        config.plugin_grants = self
+            .plugins
+            .iter()
+            .filter(|(_, settings)| !settings.wasi.is_empty())
+            .map(|(name, settings)| (name.clone(), settings.wasi.grants()))
+            .collect();
         config.cache = match (&args.cache_dir, args.no_cache) {
             (_, true) => CompileCache::Off,
             (Some(dir), false) => CompileCache::Dir(dir.clone()),
@@ -583,15 +600,28 @@ impl Settings {
                 "  [plugins.{name}] deadline {}, memory_mib {}, wasi grants: {}\n",
                 d(own.call_deadline),
                 own.memory_bytes / (1024 * 1024),
-                if settings.wasi.is_empty() {
-                    "none"
-                } else {
-                    "configured (not applied yet)"
-                },
+                describe_grants(&settings.wasi),
             ));
         }
         text
     }
+}
+
+/// A plugin's grants on one line: the names of its variables (not their
+/// values, which may be secrets) and its directories.
+fn describe_grants(wasi: &WasiGrants) -> String {
+    if wasi.is_empty() {
+        return "none".to_owned();
+    }
+    let mut parts = Vec::new();
+    if !wasi.env.is_empty() {
+        let names: Vec<&str> = wasi.env.keys().map(String::as_str).collect();
+        parts.push(format!("env {}", names.join(" ")));
+    }
+    for dir in &wasi.dirs {
+        parts.push(format!("read {} at {}", dir.host.display(), dir.guest));
+    }
+    parts.join(", ")
 }
 
 impl PluginSettings {

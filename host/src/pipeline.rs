@@ -31,7 +31,7 @@ use crate::dispatch::Dispatch;
 use crate::engine::{Engine, EngineConfig, EngineHandle, Manifold, ShutdownReport};
 use crate::ingest::{Ingest, IngestConfig};
 use crate::ledger::Ledger;
-use crate::plugin::{CompileCache, Limits, Runtime};
+use crate::plugin::{CompileCache, Grants, Limits, Runtime};
 pub use crate::registry::{PluginFailure, PluginSource, Registry};
 
 /// Everything the pipeline needs to start.
@@ -45,6 +45,9 @@ pub struct PipelineConfig {
     pub limits: Limits,
     /// Limits of the plugins named here, instead of `limits`.
     pub plugin_limits: BTreeMap<String, Limits>,
+    /// What the plugins named here are granted of the host; the others are
+    /// granted nothing.
+    pub plugin_grants: BTreeMap<String, Grants>,
     /// Where compiled plugins are cached.
     pub cache: CompileCache,
     /// Supervision settings.
@@ -65,11 +68,30 @@ impl PipelineConfig {
             plugins: PluginSource::Bundled,
             limits: Limits::default(),
             plugin_limits: BTreeMap::new(),
+            plugin_grants: BTreeMap::new(),
             cache: CompileCache::Off,
             engine: EngineConfig::default(),
             handler_queue: 4,
         }
     }
+}
+
+/// The limits and grants of each plugin that has either of its own.
+fn plugin_settings(config: &PipelineConfig) -> BTreeMap<String, (Limits, Grants)> {
+    let names = config
+        .plugin_limits
+        .keys()
+        .chain(config.plugin_grants.keys());
+    names
+        .map(|name| {
+            let limits = config.plugin_limits.get(name).copied();
+            let grants = config.plugin_grants.get(name).cloned();
+            (
+                name.clone(),
+                (limits.unwrap_or(config.limits), grants.unwrap_or_default()),
+            )
+        })
+        .collect()
 }
 
 /// A running pipeline.
@@ -93,9 +115,10 @@ impl Pipeline {
             "a handler queue needs room for a batch"
         );
         let ledger = Arc::new(Ledger::new());
+        let settings = plugin_settings(&config);
         let runtime = Runtime::with_cache(config.limits, config.cache)
             .context("cannot start the wasm runtime")?
-            .with_plugin_limits(config.plugin_limits)?;
+            .with_plugin_settings(settings)?;
         let registry = Registry::load(
             runtime,
             config.plugins,
@@ -333,5 +356,52 @@ where
             })
         }),
         report: Some(Arc::new(move || report(&for_report))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::GrantedDir;
+
+    #[test]
+    fn a_plugin_with_grants_only_keeps_the_runtime_limits() {
+        let ingest = IngestConfig {
+            source: crate::ingest::SourceConfig::new(
+                "http://127.0.0.1:1/metrics".parse().expect("a URL"),
+            ),
+            retry: crate::backoff::BackoffSettings {
+                min: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+                factor: 2.0,
+            },
+            min_interval: Duration::ZERO,
+            in_flight: 1,
+        };
+        let mut config = PipelineConfig::new(ingest);
+        let tight = Limits {
+            memory_bytes: 1 << 20,
+            ..config.limits
+        };
+        let grants = Grants {
+            env: [("TZ".to_owned(), "UTC".to_owned())].into(),
+            dirs: vec![GrantedDir {
+                host: "/srv/data".into(),
+                guest: "/data".to_owned(),
+            }],
+        };
+        config.plugin_limits.insert("tight".to_owned(), tight);
+        config
+            .plugin_grants
+            .insert("granted".to_owned(), grants.clone());
+        let settings = plugin_settings(&config);
+        assert_eq!(
+            settings,
+            [
+                ("granted".to_owned(), (config.limits, grants)),
+                ("tight".to_owned(), (tight, Grants::default())),
+            ]
+            .into()
+        );
     }
 }

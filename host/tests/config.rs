@@ -250,3 +250,19 @@ async fn the_example_configuration_is_valid() {
         );
     }
 }
+
+#[tokio::test]
+async fn grants_are_shown_by_name_never_by_value() {
+    let (dir, path) = file(
+        "[plugins.load_avg.wasi]\nenv = { API_KEY = \"hunter2\" }\n\
+         dirs = [{ host = \"data\", guest = \"/data\" }]\n",
+    );
+    std::fs::create_dir(dir.path().join("data")).expect("the granted directory");
+    let output = check(&["--config", &path], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let data = dir.path().join("data");
+    let line = format!("wasi grants: env API_KEY, read {} at /data", data.display());
+    assert!(stdout.contains(&line), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}

@@ -115,13 +115,25 @@ pub enum CallError {
     /// the batch. The instance is still usable.
     #[error("plugin returned bad output: {0}")]
     BadOutput(String),
+    /// The sandbox of a new instance could not be set up: a directory
+    /// granted to the plugin cannot be opened.
+    #[error("plugin {plugin}: cannot set up its sandbox: {reason}")]
+    Sandbox {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong, naming the directory.
+        reason: String,
+    },
 }
 
 impl CallError {
     /// Whether the instance is dead and must be replaced by a fresh one.
     pub fn is_fatal(&self) -> bool {
         match self {
-            Self::Trap { .. } | Self::Deadline { .. } | Self::Memory { .. } => true,
+            Self::Trap { .. }
+            | Self::Deadline { .. }
+            | Self::Memory { .. }
+            | Self::Sandbox { .. } => true,
             Self::Guest(_) | Self::BadOutput(_) => false,
         }
     }

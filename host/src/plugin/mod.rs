@@ -37,6 +37,7 @@ pub use cache::{CacheStats, CompileCache};
 pub use error::{CallError, LoadError};
 pub use limits::Limits;
 pub use runtime::{Instance, NativeApply, NativeRender, Plugin, Runtime, TICK};
+pub use sandbox::{GrantedDir, Grants};
 
 /// The types of the WIT contract, as the host sees them.
 pub mod wit {

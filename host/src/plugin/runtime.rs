@@ -33,7 +33,7 @@ use super::bindings;
 use super::cache::{CacheStats, CompileCache, DiskCache};
 use super::error::{CallError, LoadError};
 use super::limits::Limits;
-use super::sandbox::{self, Sandbox};
+use super::sandbox::{self, Grants, Sandbox};
 use super::wit;
 
 /// How often the ticker thread advances the engine's epoch: the resolution
@@ -66,6 +66,8 @@ struct Shared {
     engine: Engine,
     linker: Linker<Sandbox>,
     limits: Limits,
+    /// What the plugins held to these limits are granted of the host.
+    grants: Grants,
     /// Epoch ticks a call may run: the call deadline, rounded up to whole
     /// ticks, plus the tick that may be about to happen as the call starts.
     deadline_ticks: u64,
@@ -77,14 +79,15 @@ struct Shared {
 }
 
 impl Shared {
-    /// The same engine, linker and ticker, with other limits; no cache
-    /// (components are compiled with the runtime's `Shared`).
-    fn with_limits(&self, limits: Limits) -> anyhow::Result<Shared> {
+    /// The same engine, linker and ticker, with other limits and grants; no
+    /// cache (components are compiled with the runtime's `Shared`).
+    fn with_limits(&self, limits: Limits, grants: Grants) -> anyhow::Result<Shared> {
         check_limits(&limits)?;
         Ok(Shared {
             engine: self.engine.clone(),
             linker: self.linker.clone(),
             limits,
+            grants,
             deadline_ticks: deadline_ticks(&limits),
             cache: None,
             _ticker: Arc::clone(&self._ticker),
@@ -147,6 +150,7 @@ impl Runtime {
                 engine,
                 linker,
                 limits,
+                grants: Grants::default(),
                 deadline_ticks: deadline_ticks(&limits),
                 cache,
                 _ticker: Arc::new(ticker),
@@ -162,13 +166,27 @@ impl Runtime {
     /// largest of all the limits; once its name is known, it must also
     /// instantiate under its own. Fails, naming the plugin, on limits that
     /// cannot work.
-    pub fn with_plugin_limits(mut self, limits: BTreeMap<String, Limits>) -> anyhow::Result<Self> {
+    pub fn with_plugin_limits(self, limits: BTreeMap<String, Limits>) -> anyhow::Result<Self> {
+        let settings = limits
+            .into_iter()
+            .map(|(name, limits)| (name, (limits, Grants::default())))
+            .collect();
+        self.with_plugin_settings(settings)
+    }
+
+    /// Like [`Runtime::with_plugin_limits`], where each plugin named is
+    /// also granted what its [`Grants`] say. The first instance of a plugin
+    /// being loaded, which reads its name, is granted nothing.
+    pub fn with_plugin_settings(
+        mut self,
+        settings: BTreeMap<String, (Limits, Grants)>,
+    ) -> anyhow::Result<Self> {
         let mut per_plugin = BTreeMap::new();
         let mut widest = self.shared.limits;
-        for (name, limits) in limits {
+        for (name, (limits, grants)) in settings {
             let shared = self
                 .shared
-                .with_limits(limits)
+                .with_limits(limits, grants)
                 .with_context(|| format!("invalid limits for plugin {name}"))?;
             widest = widest.widest(&limits);
             per_plugin.insert(name, Arc::new(shared));
@@ -176,7 +194,9 @@ impl Runtime {
         self.probe = if per_plugin.is_empty() {
             None
         } else {
-            Some(Arc::new(self.shared.with_limits(widest)?))
+            Some(Arc::new(
+                self.shared.with_limits(widest, Grants::default())?,
+            ))
         };
         self.per_plugin = Arc::new(per_plugin);
         Ok(self)
@@ -493,7 +513,12 @@ impl Instance {
         pre: &bindings::PluginPre<Sandbox>,
         name: Arc<str>,
     ) -> Result<Self, CallError> {
-        let mut store = Store::new(&shared.engine, Sandbox::new(&shared.limits));
+        let sandbox =
+            Sandbox::new(&shared.limits, &shared.grants).map_err(|reason| CallError::Sandbox {
+                plugin: name.to_string(),
+                reason,
+            })?;
+        let mut store = Store::new(&shared.engine, sandbox);
         store.limiter(|sandbox| &mut sandbox.limiter);
         store.set_epoch_deadline(shared.deadline_ticks);
         match pre.instantiate(&mut store) {

@@ -3,10 +3,11 @@
 //!
 //! The WASI context gives the guest nothing of the host: no preopened
 //! directories, no environment variables, no arguments, no stdin, no network
-//! (TCP, UDP and name lookups refused, every socket address denied). Clocks
-//! and randomness stay available; they reveal nothing worth hiding. Its
-//! stdout and stderr go to bounded in-memory buffers that the runtime logs
-//! after each call.
+//! (TCP, UDP and name lookups refused, every socket address denied), except
+//! what the operator [`Grants`] the plugin: environment variables, and host
+//! directories to read but never write. Clocks and randomness stay
+//! available; they reveal nothing worth hiding. Its stdout and stderr go to
+//! bounded in-memory buffers that the runtime logs after each call.
 //!
 //! The epoch deadline interrupts wasm code, not the host code that a guest
 //! calls into, and the one WASI call that can block for long here is a
@@ -15,6 +16,8 @@
 //! at once, as if the deadline had passed: the call could not end in time.
 //! Shorter sleeps return to wasm, where the deadline interrupts them.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -26,7 +29,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as MonotonicClock;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::{Limiter, Limits};
 
@@ -74,6 +77,31 @@ pub(super) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
     Ok(())
 }
 
+/// What an operator grants a plugin of the host, beyond the closed sandbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Environment variables the plugin sees, by name.
+    pub env: BTreeMap<String, String>,
+    /// Host directories the plugin may read, never write.
+    pub dirs: Vec<GrantedDir>,
+}
+
+/// A host directory a plugin may read, never write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantedDir {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// The absolute path at which the plugin sees it.
+    pub guest: String,
+}
+
+impl Grants {
+    /// Whether nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.dirs.is_empty()
+    }
+}
+
 /// The data of one instance's store.
 pub(super) struct Sandbox {
     wasi: WasiCtx,
@@ -86,25 +114,41 @@ pub(super) struct Sandbox {
 }
 
 impl Sandbox {
-    pub(super) fn new(limits: &Limits) -> Self {
+    /// The store data of an instance held to `limits`, with `grants`.
+    /// Fails, naming the directory, when a granted directory cannot be
+    /// opened.
+    pub(super) fn new(limits: &Limits, grants: &Grants) -> Result<Self, String> {
         let stdout = Capture::default();
         let stderr = Capture::default();
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }))
-            .build();
-        Self {
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        for (name, value) in &grants.env {
+            wasi.env(name, value);
+        }
+        for dir in &grants.dirs {
+            wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
+                .map_err(|err| {
+                    format!(
+                        "cannot open the directory granted at {}: {}: {err}",
+                        dir.guest,
+                        dir.host.display()
+                    )
+                })?;
+        }
+        let wasi = wasi.build();
+        Ok(Self {
             wasi,
             table: ResourceTable::new(),
             max_sleep_nanos: u64::try_from(limits.call_deadline.as_nanos()).unwrap_or(u64::MAX),
             limiter: Limiter::new(limits),
             stdout,
             stderr,
-        }
+        })
     }
 }
 

@@ -824,3 +824,59 @@ fn a_native_plugin_with_unusable_metadata_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_plugin_sees_what_it_is_granted_and_can_write_none_of_it() {
+    let data = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(data.path().join("note.txt"), "hello").expect("write the note");
+    let grants = Grants {
+        env: [("TZ".to_owned(), "UTC".to_owned())].into(),
+        dirs: vec![GrantedDir {
+            host: data.path().to_owned(),
+            guest: "/data".to_owned(),
+        }],
+    };
+    let runtime = Runtime::new(STRICT)
+        .and_then(|runtime| {
+            runtime.with_plugin_settings([("misbehave".to_owned(), (STRICT, grants))].into())
+        })
+        .expect("valid settings");
+    let plugin = runtime
+        .load("fixture:misbehave", MISBEHAVE)
+        .expect("fixture loads");
+    let ask = command("grants", &["TZ", "/data/note.txt"]);
+    let found = |instance: &mut Instance| {
+        let applied = instance.apply(&[], &ask).expect("the probe returns");
+        String::from_utf8(applied.state).expect("a UTF-8 report")
+    };
+
+    let granted = found(&mut plugin.instantiate().expect("fixture instantiates"));
+    assert!(
+        granted.starts_with("var=UTC file=hello write="),
+        "{granted}"
+    );
+    assert!(
+        !granted.ends_with("write=ok"),
+        "wrote to a read-only grant: {granted}"
+    );
+    assert!(!data.path().join("written-by-plugin").exists());
+
+    // The same plugin loaded without grants sees neither.
+    let closed = found(&mut misbehave());
+    assert!(closed.starts_with("var=unset file="), "{closed}");
+    assert!(!closed.contains("hello"), "{closed}");
+
+    // A granted directory that is gone fails the next instance, naming it.
+    let path = data.path().display().to_string();
+    drop(data);
+    let Err(err) = plugin.instantiate() else {
+        panic!("an instance without its granted directory");
+    };
+    assert!(matches!(err, CallError::Sandbox { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("/data") && message.contains(&path),
+        "{message}"
+    );
+    assert!(err.is_fatal());
+}

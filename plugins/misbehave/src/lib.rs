@@ -42,6 +42,11 @@ pub enum Command {
     /// the loopback port given as the first payload), and make the state a
     /// line that tells what it found (see [`probe`]).
     Probe,
+    /// `"grants"`: read the environment variable named by the first
+    /// payload and the file at the path given by the second, try to write
+    /// a file beside it, and make the state a line that tells what it found
+    /// (see [`grants`]).
+    Grants,
 }
 
 impl Command {
@@ -59,6 +64,7 @@ impl Command {
             "print" => Self::Print,
             "flood" => Self::Flood,
             "probe" => Self::Probe,
+            "grants" => Self::Grants,
             _ => return None,
         })
     }
@@ -161,6 +167,12 @@ pub fn apply(command: Command, state: Vec<u8>, batch: &Batch) -> Result<Applied,
             };
             applied(probe(port.unwrap_or(1)).into_bytes())
         }
+        Command::Grants => match batch {
+            Batch::Json(JsonBatch { values, .. }) if values.len() == 2 => {
+                applied(grants(&values[0], &values[1]).into_bytes())
+            }
+            _ => Err("grants takes a variable name and a file path".to_owned()),
+        },
     }
 }
 
@@ -183,6 +195,21 @@ pub fn probe(port: u16) -> String {
         outcome(std::fs::read("/etc/hosts")),
         outcome(std::net::TcpStream::connect(("127.0.0.1", port))),
     )
+}
+
+/// What the guest was granted, as one line: `var=V file=F write=W`, where
+/// `V` is the variable's value or `unset`, `F` the file's text or the kind
+/// of error reading it, and `W` `ok` or the kind of error creating a file
+/// in the same directory.
+pub fn grants(var: &str, path: &str) -> String {
+    let var = std::env::var(var).unwrap_or_else(|_| "unset".to_owned());
+    let file = std::fs::read_to_string(path).unwrap_or_else(|err| format!("{:?}", err.kind()));
+    let beside = std::path::Path::new(path).with_file_name("written-by-plugin");
+    let write = match std::fs::write(beside, b"x") {
+        Ok(()) => "ok".to_owned(),
+        Err(err) => format!("{:?}", err.kind()),
+    };
+    format!("var={var} file={file} write={write}")
 }
 
 /// Renders `state`: `{"bytes": n}`, except for these states, which
