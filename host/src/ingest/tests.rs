@@ -38,6 +38,33 @@ fn one_load() -> Decoded {
     decode::decode(br#"[{"type":"load_avg","payload":{"value":1}}]"#).expect("a valid body")
 }
 
+/// Runs a poll loop over `source` under an engine of its own, retrying
+/// after 100 ms, doubling up to 2 s.
+fn start<S: Poll>(
+    source: S,
+    min_interval: Duration,
+    in_flight: usize,
+    queue: mpsc::Sender<Response>,
+    ledger: Arc<Ledger>,
+) -> (Arc<Ingest<S>>, EngineHandle) {
+    let config = IngestConfig {
+        source: SourceConfig::new("http://127.0.0.1:1/metrics".parse().expect("a URL")),
+        retry: BackoffSettings {
+            min: ms(100),
+            max: ms(2_000),
+            factor: 2.0,
+        },
+        min_interval,
+        in_flight,
+    };
+    let ingest =
+        Arc::new(Ingest::with_source(config, source, queue, ledger).expect("valid settings"));
+    let running = Arc::clone(&ingest);
+    let manifold = Manifold::new("ingest", &[], move |ctx| Arc::clone(&running).run(ctx));
+    let engine = Engine::start(EngineConfig::default(), vec![manifold]).expect("the engine starts");
+    (ingest, engine)
+}
+
 struct Rig {
     polls: mpsc::UnboundedReceiver<Instant>,
     responses: mpsc::Receiver<Response>,
@@ -65,22 +92,13 @@ fn rig_with(
         replies: Mutex::new(script.into()),
         polls: polls_tx,
     };
-    let config = IngestConfig {
-        source: SourceConfig::new("http://127.0.0.1:1/metrics".parse().expect("a URL")),
-        retry: BackoffSettings {
-            min: ms(100),
-            max: ms(2_000),
-            factor: 2.0,
-        },
+    let (ingest, engine) = start(
+        source,
         min_interval,
         in_flight,
-    };
-    let ingest = Arc::new(
-        Ingest::with_source(config, source, queue_tx, Arc::clone(&ledger)).expect("valid settings"),
+        queue_tx,
+        Arc::clone(&ledger),
     );
-    let running = Arc::clone(&ingest);
-    let manifold = Manifold::new("ingest", &[], move |ctx| Arc::clone(&running).run(ctx));
-    let engine = Engine::start(EngineConfig::default(), vec![manifold]).expect("the engine starts");
     Rig {
         polls,
         responses,
@@ -291,24 +309,9 @@ struct GatedRig {
 fn gated(in_flight: usize) -> GatedRig {
     let (polls_tx, polls) = mpsc::unbounded_channel();
     let (queue_tx, responses) = mpsc::channel(8);
-    let config = IngestConfig {
-        source: SourceConfig::new("http://127.0.0.1:1/metrics".parse().expect("a URL")),
-        retry: BackoffSettings {
-            min: ms(100),
-            max: ms(2_000),
-            factor: 2.0,
-        },
-        min_interval: Duration::ZERO,
-        in_flight,
-    };
     let source = Gated { polls: polls_tx };
-    let ingest = Arc::new(
-        Ingest::with_source(config, source, queue_tx, Arc::new(Ledger::new()))
-            .expect("valid settings"),
-    );
-    let running = Arc::clone(&ingest);
-    let manifold = Manifold::new("ingest", &[], move |ctx| Arc::clone(&running).run(ctx));
-    let engine = Engine::start(EngineConfig::default(), vec![manifold]).expect("the engine starts");
+    let ledger = Arc::new(Ledger::new());
+    let (ingest, engine) = start(source, Duration::ZERO, in_flight, queue_tx, ledger);
     GatedRig {
         polls,
         responses,
