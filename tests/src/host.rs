@@ -134,12 +134,25 @@ impl Host {
 
     /// Waits until `done` holds; it is checked again after every change of
     /// the accounts, that is after every batch.
+    ///
+    /// `done` runs with no lock held, so it may read the ledger itself:
+    /// `wait_for` would call it under the accounts' read lock, which a
+    /// second read from the same thread can deadlock on once a writer
+    /// waits.
     pub async fn wait_until(&self, mut done: impl FnMut() -> bool) {
         let mut accounts = self.pipeline.ledger().subscribe();
-        tokio::time::timeout(PATIENCE, accounts.wait_for(|_| done()))
+        let until = async {
+            loop {
+                accounts.mark_unchanged();
+                if done() {
+                    return;
+                }
+                accounts.changed().await.expect("the ledger lives");
+            }
+        };
+        tokio::time::timeout(PATIENCE, until)
             .await
-            .expect("the condition holds in time")
-            .expect("the ledger lives");
+            .expect("the condition holds in time");
     }
 
     /// Shuts the pipeline down and checks that it stopped cleanly.
