@@ -414,15 +414,13 @@ impl Slot {
             .map(|r| Rejection::now(kind, PLUGIN_REJECTED, r.reason.clone()))
             .collect();
         let applied_count = (count - rejections.len()) as u64;
-        *lock(&self.state) = Arc::from(applied.state);
-        // Recorded before the ledger counts the payloads: whoever sees them
-        // applied there sees their latency too.
-        let latency = in_hand.delivery.received_at.elapsed();
-        lock(&self.stats).latency.record(latency, applied_count);
-        self.ledger.applied(kind, applied_count);
         let rejected_count = rejections.len() as u64;
-        self.ledger.rejected(rejections);
+        *lock(&self.state) = Arc::from(applied.state);
+        // The handler's own counts come before the ledger's: whoever sees
+        // the payloads settled there sees them, and their latency, here too.
+        let latency = in_hand.delivery.received_at.elapsed();
         let mut stats = lock(&self.stats);
+        stats.latency.record(latency, applied_count);
         stats.applied += applied_count;
         if rejected_count > 0 {
             *stats.rejected.entry(PLUGIN_REJECTED).or_default() += rejected_count;
@@ -432,6 +430,8 @@ impl Slot {
         self.failing
             .send_if_modified(|failing| std::mem::replace(failing, false));
         self.advance(from + count);
+        self.ledger.applied(kind, applied_count);
+        self.ledger.rejected(rejections);
     }
 
     /// Rejects payloads `from..from + count` under `reason`.
@@ -464,10 +464,11 @@ impl Slot {
                     "payloads quarantined"),
             }
         }
-        self.ledger
-            .rejected((0..count).map(|_| Rejection::now(kind, reason, &detail)));
+        // As in `commit`, the handler's counts before the ledger's.
         *lock(&self.stats).rejected.entry(reason).or_default() += count as u64;
         self.advance(from + count);
+        self.ledger
+            .rejected((0..count).map(|_| Rejection::now(kind, reason, &detail)));
     }
 
     /// Records that the batch in hand is done up to `done`.
